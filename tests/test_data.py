@@ -92,12 +92,12 @@ def test_bad_datasets_get_clear_errors(tmp_path: Path, push_pixels: Path):
 
 
 def test_interrupted_collection_leaves_nothing_that_loads(tmp_path: Path, monkeypatch):
-    from physworld.data import collect as collect_module
+    from physworld.data.store import EpisodeWriter
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(collect_module.EpisodeWriter, "close", crash)
+    monkeypatch.setattr(EpisodeWriter, "close", crash)
     with pytest.raises(KeyboardInterrupt):
         collect(small(tmp_path, obs="state"))
     assert not (tmp_path / "balls").exists()

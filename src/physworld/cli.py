@@ -9,6 +9,7 @@ from typing import Any
 import tyro
 
 from physworld.data.collect import CollectConfig, collect
+from physworld.demo import DemoConfig, demo
 
 
 @dataclass
@@ -34,6 +35,7 @@ def list_worlds(cfg: WorldsConfig) -> None:
 COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "worlds": (WorldsConfig, list_worlds),
     "collect": (CollectConfig, collect),
+    "demo": (DemoConfig, demo),
 }
 
 

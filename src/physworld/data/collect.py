@@ -152,20 +152,22 @@ def _run(envs: gym.vector.VectorEnv, cfg: CollectConfig, writer: EpisodeWriter) 
     next_to_write, next_to_start = 0, 0
 
     def start(mask: np.ndarray) -> None:
+        """Reset the masked environments: on new episodes while any remain, else as idle fillers
+        (a vector env steps all its environments, and a finished one must be reset first)."""
         nonlocal next_to_start
-        seeds = [None] * n
+        seeds: list[int | None] = [None] * n
         for i in np.flatnonzero(mask):
+            if next_to_start >= cfg.episodes:
+                continue
             assigned[i] = next_to_start
             seeds[i] = cfg.seed + next_to_start
-            rng = np.random.default_rng([cfg.seed, next_to_start])
-            policies[i] = EpisodePolicy(cfg.policy, space, rng)
+            policies[i] = EpisodePolicy(cfg.policy, space, np.random.default_rng([cfg.seed, next_to_start]))
             next_to_start += 1
-        options = None if mask.all() else {"reset_mask": mask}
-        obs, info = envs.reset(seed=seeds, options=options)
+        obs, info = envs.reset(seed=seeds, options=None if mask.all() else {"reset_mask": mask})
         for i in np.flatnonzero(mask):
             records[i] = {"obs": [obs[i]], "actions": [], "rewards": [], "infos": [_one(info, i)]}
 
-    start(np.arange(n) < min(n, cfg.episodes))
+    start(np.ones(n, bool))
     with tqdm(total=cfg.episodes, desc=f"collect {cfg.world}", unit="ep") as bar:
         while next_to_write < cfg.episodes:
             experts = envs.call("expert_action") if _needs_expert(policies) else None
@@ -195,9 +197,8 @@ def _run(envs: gym.vector.VectorEnv, cfg: CollectConfig, writer: EpisodeWriter) 
                 writer.add(finished.pop(next_to_write), seed=cfg.seed + next_to_write)
                 next_to_write += 1
                 bar.update(1)
-            restart = done & (np.cumsum(done) <= cfg.episodes - next_to_start)
-            if restart.any():
-                start(restart)
+            if done.any() and next_to_write < cfg.episodes:
+                start(done)
 
 
 def _needs_expert(policies: list[EpisodePolicy | None]) -> bool:
