@@ -6,34 +6,49 @@ family plugs in everywhere at once.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
+import tyro
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from physworld.models.probe import StateProbe
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+# Fields set from the dataset, not by hand: hidden from tyro's --help.
+Data = tyro.conf.Suppress
 
 
 @dataclass
 class ModelConfig:
     """What every family needs to know about the data it models; families subclass it."""
 
-    family: str = ""
-    obs_kind: str = "pixels"  # "pixels" (uint8 [C, H, W]) or "state" (float32 [S])
-    obs_shape: tuple[int, ...] = (3, 64, 64)
-    action_dim: int = 2
-    action_low: list[float] = field(default_factory=list)  # the bounds the model was trained with
-    action_high: list[float] = field(default_factory=list)
-    state_dim: int = 0  # ground-truth state size the probe reads out (0: no probe)
-    world: str = ""  # Gymnasium id of the world the data came from
-    world_kwargs: dict[str, Any] = field(default_factory=dict)
+    family: Annotated[str, Data] = ""
+    obs_kind: Annotated[str, Data] = "pixels"  # "pixels" (uint8 [C, H, W]) or "state" (float32 [S])
+    obs_shape: Annotated[tuple[int, ...], Data] = (3, 64, 64)
+    action_dim: Annotated[int, Data] = 2
+    action_low: Annotated[list[float], Data] = field(default_factory=list)  # bounds trained with
+    action_high: Annotated[list[float], Data] = field(default_factory=list)
+    state_dim: Annotated[int, Data] = 0  # ground-truth state size the probe reads out (0: no probe)
+    world: Annotated[str, Data] = ""  # Gymnasium id of the world the data came from
+    world_kwargs: Annotated[dict[str, Any], Data] = field(default_factory=dict)
+    arena_size: Annotated[float, Data] = 1.0  # world units; probe errors are reported / arena_size
+    probe_input: Annotated[int, Data] = 0  # latent size the state probe reads (0: no probe yet)
+    probe_hidden: int = 256  # hidden width of the state probe's MLP (0: a linear probe)
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(self.obs_shape)  # JSON gives lists back
@@ -58,7 +73,11 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
     def __init__(self, config: ModelConfig | dict[str, Any]):
         super().__init__()
         # from_pretrained hands the saved config back as a dict: families read ``self.config``.
-        self.config = config if isinstance(config, ModelConfig) else self.config_class.from_dict(config)
+        self.config = (
+            config if isinstance(config, ModelConfig) else self.config_class.from_dict(config)
+        )
+        if self.config.probe_input:  # a saved model whose probe was attached: rebuild it to load
+            self.attach_probe(self.config.probe_input)
 
     # --- the contract -----------------------------------------------------------------------
     def encode(self, obs: Tensor) -> Tensor:
@@ -67,13 +86,24 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
     def predict(self, z: Tensor, actions: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def loss(self, batch: dict[str, Tensor], step: int = 0) -> dict[str, Tensor]:
+        """``{"loss": scalar, **diagnostics}``. ``step`` is the global optimizer step: it seeds
+        any randomness that must agree across data-parallel ranks."""
         raise NotImplementedError
+
+    def forward(self, batch: dict[str, Tensor], step: int = 0) -> dict[str, Tensor]:
+        """The loss: DistributedDataParallel syncs gradients only through ``forward``."""
+        return self.loss(batch, step=step)
 
     def decode(self, z: Tensor) -> Tensor:
         raise NotImplementedError(
             f"the {self.config.family!r} model has no decoder: it predicts in latent space only"
         )
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether ``decode`` works: by default, whether the family overrides it."""
+        return type(self).decode is not WorldModel.decode
 
     @torch.no_grad()
     def surprise(self, obs: Tensor, actions: Tensor) -> Tensor:
@@ -85,6 +115,32 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         z = self.encode(obs.flatten(0, 1)).unflatten(0, (b, t1))
         pred = self.predict(z[:, 0], actions)
         return (pred - z[:, 1:]).pow(2).flatten(2).mean(-1)
+
+    # --- training hooks (no-ops unless a family needs them) ----------------------------------
+    def calibrate(self, batch: dict[str, Tensor]) -> None:
+        """Fit data-dependent normalisation from a first batch, before a fresh training run."""
+
+    def on_step_end(self) -> None:
+        """Called after every optimizer step (e.g. to update an EMA target)."""
+
+    # --- the state probe: how any family is scored against the engine -----------------------
+    def attach_probe(self, latent_size: int) -> StateProbe:
+        """Give the model an (unfitted) probe reading ``latent_size`` flattened latent values."""
+        if not self.config.state_dim:
+            raise ValueError("this model was built without a state_dim: there is no state to probe")
+        self.config.probe_input = latent_size
+        self.probe = StateProbe(latent_size, self.config.state_dim, self.config.probe_hidden)
+        return self.probe
+
+    def read_state(self, z: Tensor) -> Tensor:
+        """Latent ``[B, ...]`` -> estimated ground-truth state ``[B, S]`` through the fitted probe."""
+        probe = getattr(self, "probe", None)
+        if probe is None:
+            raise RuntimeError(
+                f"the {self.config.family!r} model has no state probe: fit one with "
+                "physworld.models.probe.fit_probe(model, windows)"
+            )
+        return probe(z.flatten(1))
 
     # --- helpers every family shares --------------------------------------------------------
     def check_actions(self, actions: Tensor) -> None:
@@ -101,21 +157,43 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         The folder is written beside the target and renamed into place, so a crash never
         leaves a half-written checkpoint where a good one was.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.save_pretrained(tmp, config=asdict(self.config))
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
+        with atomic_folder(path) as tmp:
+            self.save_pretrained(tmp, config=asdict(self.config))
+        return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty folder beside ``path``; when the block succeeds it replaces ``path``.
+
+    If the process dies inside the block, ``path`` is untouched; between the two renames at the
+    end, the previous version survives as ``path.old`` (see :func:`recover_folder`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    yield tmp
+    if path.exists():
         shutil.rmtree(old, ignore_errors=True)
-        return path
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(path: str | os.PathLike) -> Path:
+    """``path``, or its ``.old`` twin if a crash hit between the two renames of a save."""
+    path = Path(path)
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and old.is_dir():
+        old.rename(path)
+    return path
 
 
 MODELS: dict[str, type[WorldModel]] = {}
+_SHARED = {"base", "blocks", "critics", "probe"}  # modules of this package that hold no family
+_UNAVAILABLE: dict[str, str] = {}  # family module -> the optional package it lacks
 
 
 def register_model(name: str):
@@ -128,15 +206,42 @@ def register_model(name: str):
     return wrap
 
 
+def import_families() -> list[str]:
+    """Import every family module of ``physworld.models`` (each registers itself); return names.
+
+    Families load on first use rather than with the package, so ``import physworld.models``
+    stays light (some families pull in heavy optional extras). A family whose optional extra is
+    not installed is skipped and named in :func:`model_class`'s error.
+    """
+    import physworld.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        module = f"{package.__name__}.{info.name}"
+        if info.name in _SHARED or info.name.startswith("_") or module in sys.modules:
+            continue
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if (err.name or "").startswith("physworld"):
+                raise
+            _UNAVAILABLE[info.name] = err.name or str(err)
+    return sorted(MODELS)
+
+
 def model_class(name: str) -> type[WorldModel]:
     if name not in MODELS:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(sorted(MODELS))}")
+        import_families()
+    if name not in MODELS:
+        missing = "".join(f"; {m} needs {pkg} (not installed)" for m, pkg in _UNAVAILABLE.items())
+        raise KeyError(
+            f"unknown model family {name!r}; known: {', '.join(sorted(MODELS))}{missing}"
+        )
     return MODELS[name]
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldModel:
     """Load any family's checkpoint folder; validates it before touching the weights."""
-    path = Path(path)
+    path = recover_folder(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint folder at {path}")
@@ -150,7 +255,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> W
         raise ValueError(f"checkpoint {path}: {CONFIG_FILE} is corrupt ({err})") from err
     cls = model_class(family)
     try:
-        model = cls.from_pretrained(path, map_location=str(device))
+        model = cls.from_pretrained(path, map_location=str(device), strict=True)
     except Exception as err:  # safetensors raises its own types for truncated files
         raise ValueError(f"checkpoint {path}: cannot read {WEIGHTS_FILE} ({err})") from err
     return model.to(device).eval()

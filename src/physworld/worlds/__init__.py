@@ -15,11 +15,13 @@ from physworld.worlds.push import Push
 WORLDS: dict[str, str] = {
     "physworld/Balls-v0": "N balls (default 3) of varied size and mass colliding elastically in a box; passive, or push ball 0",
     "physworld/Push-v0": "a disc agent (2-D velocity actions) pushes a rotating square block onto a goal",
+    "physworld/Platformer-v0": "a character runs left/right and jumps (4 move scores, argmax) over platforms under gravity, pushing boxes",
 }
 
 _ENTRY_POINTS = {
     "physworld/Balls-v0": "physworld.worlds.balls:Balls",
     "physworld/Push-v0": "physworld.worlds.push:Push",
+    "physworld/Platformer-v0": "physworld.worlds.platformer:Platformer",
 }
 
 # tests/test_worlds.py runs the full `check_env` on every world, so gym.make's passive checker

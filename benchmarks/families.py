@@ -1,0 +1,219 @@
+"""One comparison, three families: JEPA, VAE + MDN-RNN and diffusion on the same data and budget.
+
+    python benchmarks/families.py                                  # Balls and Push, pixels, 1500 steps
+    python benchmarks/families.py --worlds balls --families rnn --steps 300   # a quick look
+
+For each world: collect one pixel dataset (reset seeds 0..episodes-1; Balls with the random
+policy, Push with the mixed expert/smooth policy, so the block moves), train every family on it
+with the same ``TrainConfig`` (steps, batch, window, learning rate, probe budget; the RNN spends
+half of its steps on the VAE stage), then score each on the same held-out scenes (seeds from
+10_000_000, random actions) with the eval module's functions:
+
+- **accuracy vs horizon**: fraction of object positions within 5% of the arena of the engine's,
+  at steps 1, 10 and the horizon. A single frame shows no velocity, so every model is started
+  from a *context* of ``--context`` real frames (and the actions between them): the scenes are
+  rolled ``context - 1`` steps further and scored from the last context frame, where the
+  constant-velocity baseline starts from the true state. A family without ``encode_context``
+  (JEPA: its ``predict`` takes one latent) is started from the last context frame alone; the
+  table says which. ``physworld eval`` (one frame) is the same scoring with context 1.
+- **speed vs the engine**: ``physworld.eval.speed.measure_speed`` at ``--speed-batch``, pixel
+  mode (engine step + render vs ``predict`` + ``decode``, or + the probe without a decoder);
+- **training wall time** (measured here, resumed runs keep their first measurement) and
+  **parameters** (without the state probe).
+
+Also written: ``WORK/<world>-<family>-strip.png``, the engine's frames (top row) above the
+model's (bottom row: decoded or generated frames, or the probe's states drawn by the world's
+renderer for a model without a decoder) for the first steps of scene 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), None)
+if _threads is None and "--threads" in sys.argv[:-1]:
+    _threads = sys.argv[sys.argv.index("--threads") + 1]
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = _threads or "2"
+
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from physworld.data import CollectConfig, collect  # noqa: E402
+from physworld.eval.speed import measure_speed  # noqa: E402
+from physworld.eval.trajectory import (  # noqa: E402
+    Scenes,
+    constant_velocity,
+    copy_last_state,
+    engine_rollout,
+    model_obs,
+    read_states,
+    to_frames,
+    trajectory_metrics,
+)
+from physworld.models import WorldModel, load_model  # noqa: E402
+from physworld.models.diffusion import DiffusionConfig  # noqa: E402
+from physworld.models.rnn import RNNConfig  # noqa: E402
+from physworld.runtime import set_threads  # noqa: E402
+from physworld.train import TrainConfig, train  # noqa: E402
+
+WORLDS = {"balls": ("physworld/Balls-v0", "random"), "push": ("physworld/Push-v0", "mixed")}
+FAMILIES = ("jepa", "rnn", "diffusion")
+EVAL_SEED = 10_000_000
+
+
+def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -> tuple[WorldModel, float]:
+    """Train (or resume / reuse) one family; return the model and the training wall time."""
+    timing = out / "wall_time.json"
+    cfg = TrainConfig(
+        data=str(data), model=family, out=str(out), steps=args.steps, batch_size=args.batch_size,
+        window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
+        probe_frames=args.probe_frames, progress=not args.quiet,
+        rnn=RNNConfig(vae_steps=args.steps // 2), diffusion=DiffusionConfig(),
+    )
+    start = time.perf_counter()
+    path = train(cfg)
+    seconds = time.perf_counter() - start
+    if timing.is_file():  # a finished (or resumed) run: keep the first, complete measurement
+        seconds = json.loads(timing.read_text()).get("seconds", seconds)
+    timing.write_text(json.dumps({"seconds": seconds, "steps": args.steps}))
+    return load_model(path).eval(), seconds
+
+
+def shifted(scenes: Scenes, k: int) -> Scenes:
+    """The scenes seen from step ``k``: what the baselines are given when a model gets ``k+1`` frames."""
+    return replace(scenes, obs=scenes.obs[:, k:], actions=scenes.actions[:, k:], states=scenes.states[:, k:])
+
+
+@torch.no_grad()
+def context_rollout(model: WorldModel, scenes: Scenes, context: int, batch: int = 64) -> tuple[np.ndarray, torch.Tensor, bool]:
+    """Predicted states ``[N, H, S]`` from ``context`` real frames; also the latents and whether
+    the family used the whole context (``encode_context``) or its last frame only."""
+    k, n = context - 1, len(scenes.seeds)
+    uses_context = callable(getattr(model, "encode_context", None))
+    obs = model_obs(model, scenes.obs[:, : k + 1])
+    actions = torch.from_numpy(scenes.actions).to(obs.device)
+    latents = []
+    for lo in range(0, n, batch):
+        sl = slice(lo, lo + batch)
+        z = model.encode_context(obs[sl], actions[sl, :k]) if uses_context else model.encode(obs[sl, k])
+        latents.append(model.predict(z, actions[sl, k:]))
+    z = torch.cat(latents)
+    states = read_states(model, z.flatten(0, 1), batch).reshape(n, z.shape[1], -1)
+    return states, z, uses_context
+
+
+def strip(model: WorldModel, scenes: Scenes, z: torch.Tensor, context: int, steps: int) -> np.ndarray:
+    """Engine frames (top) over the model's (bottom) for scene 0, steps 1..``steps`` after the context."""
+    truth = scenes.obs[0, context : context + steps]
+    if model.has_decoder:
+        frames = to_frames(model.decode(z[0, :steps]))
+    else:
+        env = scenes.make_env(0)
+        states = read_states(model, z[0, :steps], steps)
+        frames = np.stack([env.render_state(s) for s in states])
+    pad = lambda rows: np.concatenate([np.pad(f, ((2, 2), (2, 2), (0, 0)), constant_values=255) for f in rows], 1)  # noqa: E731
+    return np.concatenate([pad(truth), pad(frames)], 0)
+
+
+def parameters(model: WorldModel) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("probe."))
+
+
+def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dict:
+    k = args.context - 1
+    base = shifted(scenes, k)
+    eps = 0.05 * scenes.arena_size
+    states, z, used = context_rollout(model, scenes, args.context)
+    Image.fromarray(strip(model, scenes, z, args.context, args.strip)).save(args.png)
+    speed_scenes = replace(base, seeds=base.seeds[: args.speed_batch], actions=base.actions[:, : args.speed_horizon])
+    speed = measure_speed(model, speed_scenes, (args.speed_batch,), warmup=1, repeats=3)
+    return {
+        "model": trajectory_metrics(states, base, eps),
+        "constant_velocity": trajectory_metrics(constant_velocity(base), base, eps),
+        "copy_last_state": trajectory_metrics(copy_last_state(base), base, eps),
+        "context": args.context if used else 1,
+        "speed_pixels": speed["pixels"]["rows"][0],
+        "speed_state": speed["state"]["rows"][-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", default="balls,push")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--work", type=Path, default=Path("runs/families"))
+    parser.add_argument("--episodes", type=int, default=200, help="training episodes per world")
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps, every family")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--window", type=int, default=6)
+    parser.add_argument("--probe-steps", type=int, default=1000)
+    parser.add_argument("--probe-frames", type=int, default=2048)
+    parser.add_argument("--eval-episodes", type=int, default=100)
+    parser.add_argument("--horizon", type=int, default=20, help="steps scored after the context")
+    parser.add_argument("--context", type=int, default=2, help="real frames a model starts from")
+    parser.add_argument("--speed-batch", type=int, default=32)
+    parser.add_argument("--speed-horizon", type=int, default=10)
+    parser.add_argument("--strip", type=int, default=8, help="steps shown in the PNG strips")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    work = args.work.resolve()
+    rows = []
+    for name in args.worlds.split(","):
+        world, policy = WORLDS[name]
+        data = work / "data" / name
+        if not data.exists():
+            collect(CollectConfig(world=world, episodes=args.episodes, out=data, obs="pixels", policy=policy, seed=0))
+        scenes = None
+        for family in args.families.split(","):
+            model, seconds = train_family(family, data, work / f"{name}-{family}", args)
+            if scenes is None:
+                seeds = list(range(EVAL_SEED, EVAL_SEED + args.eval_episodes))
+                kwargs = {**model.config.world_kwargs, "obs": "pixels"}
+                scenes = engine_rollout(world, kwargs, seeds, args.horizon + args.context - 1, "random")
+            args.png = work / f"{name}-{family}-strip.png"
+            result = evaluate(model, scenes, args)
+            result.update(world=name, family=family, params=parameters(model), train_seconds=seconds)
+            (work / f"{name}-{family}-results.json").write_text(json.dumps(result, indent=2))
+            rows.append(result)
+            print(f"{name}/{family}: done ({seconds:.0f} s training)", file=sys.stderr)
+    print_table(rows, args)
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    h = args.horizon
+    print(
+        f"\nSame pixel data per world ({args.episodes} episodes), same budget ({args.steps} steps x "
+        f"{args.batch_size} windows of {args.window}), {args.eval_episodes} held-out scenes, "
+        f"accuracy = positions within 5% of the arena; models start from {args.context} real frames "
+        f"(context column), the baselines from the true state at the last one; speed at batch "
+        f"{args.speed_batch}, {args.threads} thread(s), pixel mode (engine step + render).\n"
+    )
+    print(
+        f"| world | family | params | train (s) | context | acc @1 | acc @10 | acc @{h} "
+        "| const. velocity @10 | copy last @10 | model steps/s | engine steps/s | speed vs engine |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        acc = r["model"]["accuracy_at_step"]
+        at = lambda m, k: f"{100 * m['accuracy_at_step'][min(k, h) - 1]:.1f}%"  # noqa: E731
+        s = r["speed_pixels"]
+        print(
+            f"| {r['world']} | {r['family']} | {r['params']:,} | {r['train_seconds']:.0f} | {r['context']} "
+            f"| {100 * acc[0]:.1f}% | {at(r['model'], 10)} | {at(r['model'], h)} "
+            f"| {at(r['constant_velocity'], 10)} | {at(r['copy_last_state'], 10)} "
+            f"| {s['model_steps_per_s']:,.0f} | {s['engine_steps_per_s']:,.0f} | {s['speedup_model_over_engine']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

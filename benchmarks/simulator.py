@@ -1,0 +1,126 @@
+"""Is the learned simulator 92% accurate at 10x the engine's speed? Balls-3, measured in one run.
+
+    python benchmarks/simulator.py                      # state mode: collect, train, evaluate
+    python benchmarks/simulator.py --obs pixels         # pixel mode at the default training budget
+    python benchmarks/simulator.py --model runs/x/model # evaluate an existing checkpoint
+
+Collects Balls-3 data with the random policy (reset seeds 0..episodes-1), trains a JEPA on it
+(resuming if the run folder holds one), then runs ``physworld eval`` on 200 held-out scenes
+(seeds from 10_000_000) and prints engine, baselines and model side by side: accuracy at
+steps 1, 10, 30 and the speed ratios at batch 1 and 256, engine and model at the same thread
+count. Targets: state mode >= 92% at step 10 and >= 10x the engine's steps/s at batch 256;
+pixel mode >= 80% at step 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Threads are pinned before numpy / torch are imported, from --threads (default 2).
+_threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), None)
+if _threads is None and "--threads" in sys.argv[:-1]:
+    _threads = sys.argv[sys.argv.index("--threads") + 1]
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = _threads or "2"
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from physworld.data import CollectConfig, collect  # noqa: E402
+from physworld.eval import EvalConfig, evaluate  # noqa: E402
+from physworld.models import JEPAConfig  # noqa: E402
+from physworld.train import TrainConfig, train  # noqa: E402
+
+WORLD = "physworld/Balls-v0"
+TARGETS = {"state": (0.92, 10.0), "pixels": (0.80, None)}  # (accuracy at step 10, speed-up at batch 256)
+
+# State-mode recipe (see the docstring of `recipe`); pixel mode uses the defaults as they are.
+STATE_JEPA = dict(latent_dim=32, predictor="mlp", rollout_steps=10, critic="vicreg")
+STATE_TRAIN = dict(window=12, batch_size=128, probe_frames=60_000, probe_steps=3000)
+
+
+def recipe(obs: str, args: argparse.Namespace, data: Path, out: Path) -> TrainConfig:
+    """The training run. State mode: a small latent (32 for an 18-value state), a history-free
+    MLP predictor (the state is Markov, and it is the cheapest rollout), 10-step rollout
+    training, VICReg, and a probe fitted on 60k frames. Pixel mode: the library defaults."""
+    jepa = JEPAConfig(**STATE_JEPA) if obs == "state" else JEPAConfig()
+    extra = STATE_TRAIN if obs == "state" else {}
+    steps = args.steps or (3000 if obs == "state" else TrainConfig().steps)
+    return TrainConfig(
+        data=str(data), out=str(out), steps=steps, threads=args.threads, seed=0, jepa=jepa, **extra
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--obs", choices=("state", "pixels"), default="state")
+    parser.add_argument("--model", type=Path, default=None, help="evaluate this checkpoint (skip collect/train)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for training, engine and model")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-simulator"), help="data, runs, reports")
+    parser.add_argument("--episodes", type=int, default=None, help="training episodes (default 1000 state, 200 pixels)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000 state, the library default for pixels)")
+    parser.add_argument("--eval-episodes", type=int, default=200)
+    parser.add_argument("--horizon", type=int, default=30)
+    parser.add_argument("--json", type=Path, default=None, help="also copy results.json here")
+    args = parser.parse_args()
+
+    work = args.work / args.obs
+    model = args.model
+    if model is None:
+        data = work / "data"
+        if not data.exists():
+            episodes = args.episodes or (1000 if args.obs == "state" else 200)
+            collect(CollectConfig(world=WORLD, episodes=episodes, out=data, obs=args.obs, policy="random", seed=0))
+        model = train(recipe(args.obs, args, data, work / "jepa"))
+    report = evaluate(
+        EvalConfig(
+            model=model, world=WORLD, obs=args.obs, episodes=args.eval_episodes, horizon=args.horizon,
+            threads=args.threads, out=work / "report",
+        )
+    )
+    results = json.loads((report.parent / "results.json").read_text())
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print_table(results, args.obs)
+    print(f"\nreport: {report}")
+
+
+def print_table(results: dict, obs: str) -> None:
+    s, steps = results["settings"], [k for k in (1, 10, 30) if k <= results["settings"]["horizon"]]
+    print(
+        f"\nBalls-3, {obs} model {s['model']}, {s['episodes']} held-out scenes, eps = {s['epsilon_world_units']:.3g} "
+        f"({100 * s['epsilon']:.3g}% of the arena), {s['threads']} thread(s), one model step = one env step "
+        f"({s['frame_skip']} physics substeps)\n"
+    )
+    print("| predictor | " + " | ".join(f"acc @{k}" for k in steps) + " | pos RMSE @10 |")
+    print("| --- |" + " ---: |" * (len(steps) + 1))
+    for name, m in results["in_distribution"]["predictors"].items():
+        acc = " | ".join(f"{100 * m['accuracy_at_step'][k - 1]:.1f}%" for k in steps)
+        print(f"| {name} | {acc} | {m['position_rmse'][min(10, s['horizon']) - 1]:.3f} |")
+    ood = results["out_of_distribution"]
+    if ood.get("applicable"):
+        m = ood["predictors"]["model"]
+        print("\nOOD (" + "; ".join(ood["changes"]) + "): model " + ", ".join(
+            f"{100 * m['accuracy_at_step'][k - 1]:.1f}% @{k}" for k in steps
+        ))
+    print("\n| mode | batch | model timed as | engine steps/s | model steps/s | model / engine |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    for mode in ("state", "pixels"):
+        for r in results["speed"][mode]["rows"]:
+            print(
+                f"| {mode} | {r['batch']} | {r['model']} | {r['engine_steps_per_s']:,.0f} "
+                f"| {r['model_steps_per_s']:,.0f} | {r['speedup_model_over_engine']:.2f}x |"
+            )
+    acc10 = results["in_distribution"]["predictors"]["model"]["accuracy_at_step"][min(10, s["horizon"]) - 1]
+    want_acc, want_speed = TARGETS[obs]
+    verdict = f"\naccuracy at step 10: {100 * acc10:.1f}% ({'meets' if acc10 >= want_acc else 'MISSES'} {100 * want_acc:.0f}%)"
+    if want_speed:
+        big = max(s["speed_batches"])
+        ratio = results["headline"][f"speedup_state_batch_{big}"]
+        verdict += f"; state speed-up at batch {big}: {ratio:.1f}x ({'meets' if ratio >= want_speed else 'MISSES'} {want_speed:.0f}x)"
+    print(verdict)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Open-loop trajectories: the engine, the baselines and a model, scored on the same scenes.
+
+A *scene* is a held-out initial condition (a reset seed) plus an action sequence. The engine
+rolls every scene out once; every predictor then gets the same first state / observation and
+the same actions, and returns predicted object states for steps ``1..H``. Scoring is on object
+positions: a (object, step) pair is *accurate* when the predicted position lies within
+``epsilon`` (world units) of the engine's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from physworld.data.collect import EpisodePolicy, Policy
+from physworld.models import WorldModel
+from physworld.worlds import object_positions
+
+STATE_FIELDS = 6  # (x, y, vx, vy, angle, angvel) per object
+
+
+@dataclass
+class Scenes:
+    """The engine's rollouts of ``len(seeds)`` held-out scenes over ``horizon`` steps."""
+
+    world: str
+    world_kwargs: dict[str, Any]  # everything passed to gym.make, obs included
+    seeds: list[int]
+    obs: np.ndarray  # [N, H+1, *obs] as the env returns them (pixels [H, W, 3] uint8)
+    actions: np.ndarray  # [N, H, A] float32
+    states: np.ndarray  # [N, H+1, S] float32, the engine's ground truth
+    active: np.ndarray  # [N, n_objects] bool: objects in play (Balls may leave slots empty)
+    arena_size: float
+    step_seconds: float  # simulated time per env step: dt * frame_skip
+
+    @property
+    def n_objects(self) -> int:
+        return self.active.shape[1]
+
+    @property
+    def horizon(self) -> int:
+        return self.actions.shape[1]
+
+    def make_env(self, index: int | None = None) -> gym.Env:
+        """An unwrapped env of this world; reset on scene ``index`` when given (for drawing)."""
+        env = gym.make(self.world, **self.world_kwargs).unwrapped
+        if index is not None:
+            env.reset(seed=self.seeds[index])
+        return env
+
+
+def make_world(world: str, world_kwargs: dict[str, Any], horizon: int) -> gym.Env:
+    """The bare env (no wrappers: that is the engine at full speed), long enough for ``horizon``."""
+    kwargs = dict(world_kwargs)
+    kwargs["max_steps"] = max(int(kwargs.get("max_steps", 1)), horizon)
+    return gym.make(world, **kwargs).unwrapped
+
+
+def engine_rollout(
+    world: str,
+    world_kwargs: dict[str, Any],
+    seeds: list[int],
+    horizon: int,
+    policy: Policy = "random",
+) -> Scenes:
+    """Roll the engine out from each seed with a policy seeded by that seed.
+
+    Termination (e.g. Push's success) is ignored: a prediction is scored on the whole horizon.
+    """
+    env = make_world(world, world_kwargs, horizon)
+    kwargs = {**world_kwargs, "max_steps": env.max_steps}
+    obs_all, actions_all, states_all, active = [], [], [], []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        act = EpisodePolicy(policy, env.action_space, np.random.default_rng(seed))
+        frames, states, actions = [obs], [info["state"]], []
+        for _ in range(horizon):
+            action = act(env.expert_action() if act.kind == "expert" else None)
+            obs, _, _, _, info = env.step(action)
+            frames.append(obs)
+            states.append(info["state"])
+            actions.append(action)
+        obs_all.append(np.stack(frames))
+        states_all.append(np.stack(states))
+        actions_all.append(np.stack(actions))
+        active.append(np.arange(env.n_objects) < info["n_objects"])
+    return Scenes(
+        world=world,
+        world_kwargs=kwargs,
+        seeds=list(seeds),
+        obs=np.stack(obs_all),
+        actions=np.stack(actions_all).astype(np.float32),
+        states=np.stack(states_all).astype(np.float32),
+        active=np.stack(active),
+        arena_size=float(env.arena_size),
+        step_seconds=float(env.dt * env.frame_skip),
+    )
+
+
+# --- predictors: Scenes -> predicted states [N, H, S] for steps 1..H ---------------------------
+
+
+def engine_oracle(scenes: Scenes) -> np.ndarray:
+    """The engine again, from the same seeds and actions: 100% unless the engine is not
+    deterministic (which this would expose)."""
+    env = make_world(scenes.world, scenes.world_kwargs, scenes.horizon)
+    out = np.empty_like(scenes.states[:, 1:])
+    for i, seed in enumerate(scenes.seeds):
+        env.reset(seed=seed)
+        for t, action in enumerate(scenes.actions[i]):
+            out[i, t] = env.step(action)[-1]["state"]
+    return out
+
+
+def copy_last_state(scenes: Scenes) -> np.ndarray:
+    """Nothing moves: every step repeats the state at t=0."""
+    return np.repeat(scenes.states[:, :1], scenes.horizon, axis=1)
+
+
+def constant_velocity(scenes: Scenes) -> np.ndarray:
+    """Straight lines at the t=0 state's own velocity (and spin); no walls, no collisions.
+
+    The velocity is read from the initial state vector itself (which holds vx, vy), not
+    differenced from a t=-1 state, so it is exact at t=0.
+    """
+    s0 = scenes.states[:, 0].reshape(len(scenes.seeds), 1, scenes.n_objects, STATE_FIELDS)
+    t = (np.arange(1, scenes.horizon + 1, dtype=np.float32) * scenes.step_seconds)[None, :, None]
+    pred = np.repeat(s0, scenes.horizon, axis=1)
+    pred[..., 0:2] += s0[..., 2:4] * t[..., None]
+    pred[..., 4] = np.remainder(s0[..., 4] + s0[..., 5] * t + np.pi, 2 * np.pi) - np.pi
+    return pred.reshape(len(scenes.seeds), scenes.horizon, -1)
+
+
+def model_obs(model: WorldModel, obs: np.ndarray) -> torch.Tensor:
+    """Env observations ``[..., *obs]`` -> the model's input (pixels channels first, uint8)."""
+    x = torch.from_numpy(np.ascontiguousarray(obs))
+    if model.config.obs_kind == "pixels":
+        x = x.movedim(-1, -3)
+    return x.to(next(model.parameters()).device)
+
+
+@dataclass
+class ModelRollout:
+    """What an open-loop model rollout yields, all as numpy states ``[N, ..., S]``."""
+
+    states: np.ndarray  # [N, H, S]: read_state(predict(encode(obs0), actions))
+    probe_on_truth: np.ndarray  # [N, H, S]: read_state(encode(true obs_t)), no prediction
+    frames: np.ndarray | None  # [N, H, h, w, 3] uint8 from decode, when the model has one
+
+
+@torch.no_grad()
+def model_rollout(
+    model: WorldModel, scenes: Scenes, batch_size: int = 256, decode: int = 0
+) -> ModelRollout:
+    """Encode the first observation, ``predict`` over the horizon, read states via the probe.
+
+    ``probe_on_truth`` encodes the engine's own observation at every step and reads it with
+    the probe: the error that remains with no prediction at all, i.e. the probe's share.
+    ``decode`` scenes (the first ones) also get decoded frames, if the model is a pixel model
+    with a decoder.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    n, h = len(scenes.seeds), scenes.horizon
+    z = encode(model, scenes.obs.reshape(n * (h + 1), *scenes.obs.shape[2:]), batch_size)
+    z = z.unflatten(0, (n, h + 1))  # [N, H+1, ...]
+    actions = torch.from_numpy(scenes.actions).to(device)
+    z_pred = torch.cat(
+        [model.predict(z[lo : lo + batch_size, 0], actions[lo : lo + batch_size]) for lo in range(0, n, batch_size)]
+    )
+    read = lambda latents: read_states(model, latents.flatten(0, 1), batch_size).reshape(n, h, -1)  # noqa: E731
+    frames = None
+    if decode and model.config.obs_kind == "pixels" and has_decoder(model, scenes):
+        decoded = model.decode(z_pred[:decode].flatten(0, 1))
+        frames = to_frames(decoded).reshape(min(decode, n), h, *frames_shape(model))
+    return ModelRollout(read(z_pred), read(z[:, 1:]), frames)
+
+
+def encode(model: WorldModel, obs: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Env observations ``[M, *obs]`` -> latents ``[M, ...]``, a chunk at a time (bounded memory)."""
+    return torch.cat([model.encode(model_obs(model, obs[lo : lo + batch_size])) for lo in range(0, len(obs), batch_size)])
+
+
+def read_states(model: WorldModel, z: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Latents ``[M, ...]`` -> probe states ``[M, S]`` (float32 numpy)."""
+    chunks = [model.read_state(z[lo : lo + batch_size]) for lo in range(0, len(z), batch_size)]
+    return torch.cat(chunks).float().cpu().numpy()
+
+
+@torch.no_grad()
+def has_decoder(model: WorldModel, scenes: Scenes) -> bool:
+    """Whether ``decode`` works on this model (a family without a decoder, or with it switched
+    off, raises NotImplementedError): tried on the first scene's first observation."""
+    try:
+        model.decode(model.encode(model_obs(model, scenes.obs[:1, 0])))
+    except NotImplementedError:
+        return False
+    return True
+
+
+def frames_shape(model: WorldModel) -> tuple[int, int, int]:
+    c, h, w = model.config.obs_shape
+    return h, w, c
+
+
+def to_frames(x: torch.Tensor) -> np.ndarray:
+    """Decoded ``[B, C, H, W]`` -> uint8 ``[B, H, W, C]``.
+
+    uint8 passes through; floats are read on the models' own input scale, [-1, 1]
+    (the inverse of ``blocks.pixels_to_float``).
+    """
+    if x.dtype != torch.uint8:
+        x = ((x.detach().float() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+    return x.cpu().movedim(1, -1).numpy()
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def trajectory_metrics(
+    pred: np.ndarray, scenes: Scenes, epsilon: float
+) -> dict[str, list[float]]:
+    """Per-step scores of predicted states ``[N, H, S]`` against the engine's steps ``1..H``.
+
+    ``accuracy_at_step[h-1]`` is the fraction of (scene, active object) pairs at step ``h``
+    whose position is within ``epsilon`` world units; ``accuracy_within_horizon[h-1]`` is the
+    same fraction over all steps ``1..h``. A non-finite prediction counts as a miss (and its
+    error as ``arena_size * 2``, so the RMSEs stay finite).
+    """
+    true = scenes.states[:, 1:]
+    k = scenes.n_objects
+    pred = np.where(np.isfinite(pred), pred, 2 * scenes.arena_size)
+    objects = lambda s: s.reshape(*s.shape[:-1], k, STATE_FIELDS)  # noqa: E731
+    pos_err = np.linalg.norm(object_positions(pred, k) - object_positions(true, k), axis=-1)
+    vel_err = np.linalg.norm(objects(pred)[..., 2:4] - objects(true)[..., 2:4], axis=-1)
+    mask = np.broadcast_to(scenes.active[:, None, :], pos_err.shape)  # [N, H, k]
+    count = mask.sum(axis=(0, 2))
+    hits = ((pos_err <= epsilon) & mask).sum(axis=(0, 2))
+    mean = lambda x: (x * mask).sum(axis=(0, 2)) / count  # noqa: E731
+    return {
+        "accuracy_at_step": (hits / count).tolist(),
+        "accuracy_within_horizon": (np.cumsum(hits) / np.cumsum(count)).tolist(),
+        "position_rmse": np.sqrt(mean(pos_err**2)).tolist(),
+        "position_rmse_over_arena": (np.sqrt(mean(pos_err**2)) / scenes.arena_size).tolist(),
+        "mean_position_error": mean(pos_err).tolist(),
+        "velocity_rmse": np.sqrt(mean(vel_err**2)).tolist(),
+    }
+
+
+BASELINES = {
+    "engine_oracle": engine_oracle,
+    "copy_last_state": copy_last_state,
+    "constant_velocity": constant_velocity,
+}
+
+DESCRIPTIONS = {
+    "engine_oracle": "the engine re-run from the same seeds and actions (the 100% reference)",
+    "copy_last_state": "every step repeats the true state at t=0",
+    "constant_velocity": "straight lines at the velocity held in the true t=0 state (no walls, no collisions)",
+    "model": "the model's open-loop rollout: encode(obs at t=0), predict over the horizon, read_state",
+    "model_probe_on_truth": "diagnostic: read_state(encode(true obs at step t)), no prediction (the probe's own error)",
+}
+
+
+def score_all(
+    model: WorldModel, scenes: Scenes, epsilon: float, batch_size: int = 256, decode: int = 0
+) -> tuple[dict[str, dict[str, list[float]]], ModelRollout]:
+    """Every baseline and the model on ``scenes``: ``({name: metrics}, the model's rollout)``."""
+    scores = {name: trajectory_metrics(fn(scenes), scenes, epsilon) for name, fn in BASELINES.items()}
+    rollout = model_rollout(model, scenes, batch_size, decode)
+    scores["model"] = trajectory_metrics(rollout.states, scenes, epsilon)
+    scores["model_probe_on_truth"] = trajectory_metrics(rollout.probe_on_truth, scenes, epsilon)
+    return scores, rollout

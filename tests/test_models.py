@@ -1,0 +1,297 @@
+"""The WorldModel contract, JEPA's parts, critics, the state probe, checkpoints.
+
+``MovingDots`` (also used by test_train.py and test_distributed.py) is a procedural world with
+known positions: dots pushed by their actions, bouncing in the unit arena, as state vectors or
+as small rendered frames.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from physworld.models import JEPA, JEPAConfig, load_model, model_class
+from physworld.models.blocks import TransformerPredictor
+from physworld.models.critics import EMATarget, SIGReg, VICReg, collapse_stats
+from physworld.models.probe import fit_probe, position_error
+
+torch.set_num_threads(1)  # the test machine has 2 shared cores: 1 thread each avoids thrashing
+
+
+class MovingDots:
+    """``dots`` objects in [0, 1]^2, velocity += 0.1 * action, damped, bouncing off the walls.
+
+    State per dot: (x, y, vx, vy, angle=0, angvel=0). Batches are random windows; batch ``i`` of
+    rank ``r`` depends only on (seed, i, r), so ``start`` resumes exactly.
+    """
+
+    def __init__(
+        self,
+        episodes: int = 16,
+        steps: int = 24,
+        window: int = 4,
+        pixels: bool = False,
+        image: int = 16,
+        dots: int = 1,
+        action_dim: int = 2,
+        seed: int = 0,
+    ):
+        rng = np.random.default_rng(seed)
+        self.window, self.pixels, self.image = window, pixels, image
+        n = episodes
+        pos = rng.uniform(0.15, 0.85, (n, dots, 2))
+        vel = rng.normal(0, 0.03, (n, dots, 2))
+        actions = rng.uniform(-1, 1, (n, steps, action_dim)).astype(np.float32)
+        states = np.zeros((n, steps + 1, dots, 6), np.float32)
+        for t in range(steps + 1):
+            states[:, t, :, :2], states[:, t, :, 2:4] = pos, vel
+            if t == steps:
+                break
+            vel = 0.9 * vel + 0.02 * actions[:, t, None, :2]
+            pos = pos + vel
+            for lo_hi in (pos < 0, pos > 1):
+                vel = np.where(lo_hi, -vel, vel)
+            pos = np.clip(pos, 0, 1)
+        self.states = states.reshape(n, steps + 1, dots * 6)
+        self.actions = actions
+        self.obs = self.render(self.states) if pixels else self.states
+
+    def render(self, states: np.ndarray) -> np.ndarray:
+        """Gaussian blobs, one colour channel per dot (mod 3): uint8 [..., 3, H, W]."""
+        grid = (np.arange(self.image) + 0.5) / self.image
+        xy = states.reshape(*states.shape[:-1], -1, 6)[..., :2]
+        frame = np.zeros((*states.shape[:-1], 3, self.image, self.image), np.float32)
+        for d in range(xy.shape[-2]):
+            gx = np.exp(-((grid - xy[..., d, 0, None]) ** 2) / 0.01)
+            gy = np.exp(-((grid - (1 - xy[..., d, 1, None])) ** 2) / 0.01)  # y up
+            frame[..., d % 3, :, :] += gy[..., :, None] * gx[..., None, :]
+        return (np.clip(frame, 0, 1) * 255).astype(np.uint8)
+
+    @property
+    def config(self) -> dict:
+        obs_shape = (3, self.image, self.image) if self.pixels else (self.states.shape[-1],)
+        return dict(
+            obs_kind="pixels" if self.pixels else "state",
+            obs_shape=obs_shape,
+            action_dim=self.actions.shape[-1],
+            state_dim=self.states.shape[-1],
+            arena_size=1.0,
+        )
+
+    def __len__(self) -> int:
+        return len(self.actions) * (self.actions.shape[1] - self.window + 1)
+
+    def batches(
+        self, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0
+    ):
+        i = start
+        while True:
+            rng = np.random.default_rng([seed, i, rank])
+            ep = rng.integers(0, len(self.actions), batch_size)
+            t0 = rng.integers(0, self.actions.shape[1] - self.window + 1, batch_size)
+            frames = t0[:, None] + np.arange(self.window + 1)
+            steps = t0[:, None] + np.arange(self.window)
+            yield {
+                "obs": torch.from_numpy(self.obs[ep[:, None], frames]),
+                "actions": torch.from_numpy(self.actions[ep[:, None], steps]),
+                "states": torch.from_numpy(self.states[ep[:, None], frames]),
+            }
+            i += 1
+
+
+def small_jepa(data: MovingDots, **kw) -> JEPA:
+    defaults = dict(latent_dim=32, encoder_width=8, predictor_width=32, sigreg_projections=64)
+    return JEPA(JEPAConfig(**{**defaults, **data.config, **kw}))
+
+
+# --- the contract ---------------------------------------------------------------------------
+
+
+def test_registry_resolves_families_by_name():
+    assert model_class("jepa") is JEPA
+    with pytest.raises(KeyError, match="unknown model family 'nope'.*jepa"):
+        model_class("nope")
+    with pytest.raises(ValueError, match="unknown JEPA critic 'x'"):
+        JEPAConfig(critic="x")
+
+
+@pytest.mark.parametrize(
+    "pixels,encoder,predictor,critic",
+    [
+        (True, "cnn", "transformer", "sigreg"),
+        (True, "vit", "gru", "vicreg"),
+        (False, "mlp", "mlp", "ema"),
+        (False, "mlp", "transformer", "vicreg"),
+    ],
+)
+def test_every_part_combination_fulfils_the_contract(pixels, encoder, predictor, critic):
+    data = MovingDots(episodes=2, pixels=pixels)
+    model = small_jepa(data, encoder=encoder, predictor=predictor, critic=critic)
+    batch = next(data.batches(3))
+    z = model.encode(batch["obs"][:, 0])
+    assert z.shape == (3, 32)
+    assert model.encode(batch["obs"]).shape == (3, 5, 32)  # leading dims are kept
+    assert model.predict(z, batch["actions"]).shape == (3, 4, 32)
+    out = model.loss(batch, step=1)
+    assert {"loss", "pred", "rollout", "critic", "idm", "std_mean", "std_min", "eff_rank"} <= set(out)
+    assert all(torch.isfinite(v) for v in out.values())
+    out["loss"].backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused  # DDP (without find_unused_parameters) needs every trainable one used
+    assert all(p.grad is None for p in model.probe.parameters())  # training never touches the probe
+    assert model.surprise(batch["obs"], batch["actions"]).shape == (3, 4)
+    assert not model.has_decoder
+    with pytest.raises(NotImplementedError, match="no decoder"):
+        model.decode(z)
+    with pytest.raises(ValueError, match="action dimension 3 does not match the model's 2"):
+        model.predict(z, torch.zeros(3, 4, 3))
+
+
+@pytest.mark.parametrize("history", [1, 3])
+def test_transformer_predictor_is_causal_and_its_cached_rollout_matches_recomputation(history):
+    torch.manual_seed(0)
+    pred = TransformerPredictor(dim=8, action_dim=2, width=16, depth=2, heads=2, history=history)
+    for p in pred.parameters():  # leave the zero init so the blocks do something
+        torch.nn.init.normal_(p, std=0.3)
+    z, a = torch.randn(2, 6, 8), torch.randn(2, 6, 2)
+    out = pred(z, a)
+    z2, a2 = z.clone(), a.clone()
+    z2[:, 4:], a2[:, 4:] = 5.0, 5.0
+    torch.testing.assert_close(pred(z2, a2)[:, :4], out[:, :4])  # the future does not leak back
+
+    # open loop with the key/value cache == teacher forcing on its own predictions (the window
+    # slides past the first latents: 6 steps > history)
+    history = [z[:, 0]]
+    for t in range(6):
+        history.append(pred(torch.stack(history, 1), a[:, : t + 1])[:, -1])
+    torch.testing.assert_close(
+        pred.rollout(z[:, 0], a), torch.stack(history[1:], 1), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_untrained_predictors_start_as_identity():
+    data = MovingDots(episodes=2)
+    for kind in ("transformer", "mlp", "gru"):
+        model = small_jepa(data, predictor=kind)
+        z = torch.randn(4, 32)
+        assert torch.allclose(model.predict(z, torch.randn(4, 3, 2)), z[:, None].expand(4, 3, 32))
+
+
+# --- critics and diagnostics ----------------------------------------------------------------
+
+
+def test_sigreg_is_the_epps_pulley_statistic_of_random_projections():
+    torch.manual_seed(0)
+    x = torch.randn(512, 8) * 1.3 + 0.2
+    sigreg = SIGReg(dim=8, projections=4, knots=301)
+    u = sigreg.directions(3, torch.device("cpu"))
+    h = (x @ u).double()  # brute force: N * integral over R of |ecf - phi|^2 exp(-t^2/2)
+    t = torch.linspace(-3, 3, 6001, dtype=torch.float64)
+    ecf = torch.exp(1j * h[..., None] * t).mean(0)
+    gauss = torch.exp(-(t**2) / 2)
+    expected = len(x) * torch.trapezoid((ecf - gauss).abs() ** 2 * gauss, t)
+    torch.testing.assert_close(sigreg.statistics(x, 3).double(), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_sigreg_separates_gaussian_from_collapsed_and_is_seeded_by_step():
+    torch.manual_seed(0)
+    sigreg = SIGReg(dim=16, projections=128)
+    gaussian = torch.randn(2048, 16)
+    collapsed = torch.randn(2048, 1) * torch.ones(1, 16)
+    assert sigreg(gaussian, 0) < 2.0  # E = sqrt(2 pi) (1 - 1/sqrt(3)) ~ 1.06 under N(0, I)
+    assert sigreg(collapsed, 0) > 100 and sigreg(gaussian * 0.2 + 1, 0) > 1000
+    cpu = torch.device("cpu")
+    assert torch.equal(sigreg.directions(7, cpu), sigreg.directions(7, cpu))
+    assert not torch.equal(sigreg.directions(7, cpu), sigreg.directions(8, cpu))
+
+
+def test_vicreg_and_collapse_diagnostics():
+    torch.manual_seed(0)
+    gaussian, collapsed = torch.randn(1024, 16), torch.ones(1024, 16) * 3
+    assert VICReg(16)(gaussian) < 0.1 and VICReg(16)(collapsed) > 0.9
+    full, line = collapse_stats(gaussian), collapse_stats(torch.randn(1024, 1) * torch.ones(1, 16))
+    assert full["eff_rank"] > 14 and line["eff_rank"] < 1.1
+    assert full["std_min"] > 0.8 and float(collapse_stats(collapsed)["std_mean"]) == 0.0
+
+
+def test_ema_target_tracks_the_online_encoder():
+    online = torch.nn.Linear(4, 4)
+    ema = EMATarget(online, decay=0.5)
+    assert not any(p.requires_grad for p in ema.encoder.parameters())
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    before = ema.encoder.weight.clone()
+    ema.update(online)
+    torch.testing.assert_close(ema.encoder.weight, before + 0.5)
+
+
+# --- probe and checkpoints ------------------------------------------------------------------
+
+
+def test_probe_must_be_fitted_and_reads_positions_from_frames(tmp_path: Path):
+    torch.manual_seed(0)
+    data = MovingDots(episodes=200, pixels=True, dots=1)
+    model = small_jepa(data)
+    z = model.encode(next(data.batches(2))["obs"][:, 0])
+    with pytest.raises(RuntimeError, match="never fitted"):
+        model.read_state(z)
+    held_out = MovingDots(episodes=40, pixels=True, seed=1)
+    metrics = fit_probe(model, data, steps=300, frames=2000, eval_windows=held_out)
+    assert metrics["probe_pos_err"] < 0.1, metrics  # even an untrained CNN keeps where the dot is
+
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    batch = next(held_out.batches(8))
+    torch.testing.assert_close(
+        loaded.read_state(loaded.encode(batch["obs"][:, 0])),
+        model.read_state(model.encode(batch["obs"][:, 0])),
+    )
+    err = position_error(
+        loaded.read_state(loaded.encode(batch["obs"][:, 0])), batch["states"][:, 0]
+    )
+    assert err < 0.1
+
+
+def test_checkpoint_round_trip_and_damaged_checkpoints(tmp_path: Path):
+    data = MovingDots(episodes=2)
+    model = small_jepa(data, critic="ema")
+    path = model.save(tmp_path / "m")
+    assert json.loads((path / "config.json").read_text())["critic"] == "ema"
+    loaded = load_model(path)
+    assert isinstance(loaded, JEPA) and loaded.config == model.config
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cannot read model.safetensors"):
+        load_model(path)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        load_model(path)
+
+
+def test_optional_decoder_draws_frames_from_stop_grad_latents():
+    data = MovingDots(episodes=2, pixels=True)
+    model = small_jepa(data, decoder=True)
+    out = model.loss(next(data.batches(3)))
+    out["loss"].backward()
+    assert out["recon"] > 0 and model.decoder.trunk[0].weight.grad is not None
+    assert model.has_decoder
+    frames = model.decode(torch.randn(3, 32))
+    assert frames.shape == (3, 3, 16, 16) and frames.dtype == torch.uint8
+    with pytest.raises(ValueError, match="needs pixel observations"):
+        small_jepa(MovingDots(episodes=2), decoder=True)
+
+
+def test_bf16_autocast_loss_is_finite():
+    data = MovingDots(episodes=2, pixels=True)
+    model = small_jepa(data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.loss(next(data.batches(4)), step=0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
