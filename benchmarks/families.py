@@ -6,7 +6,7 @@
 For each world: collect one pixel dataset (reset seeds 0..episodes-1; Balls with the random
 policy, Push with the mixed expert/smooth policy, so the block moves), train every family on it
 with the same ``TrainConfig`` (steps, batch, window, learning rate, probe budget; the RNN spends
-half of its steps on the VAE stage), then score each on the same held-out scenes (seeds from
+two thirds of its steps on the VAE stage), then score each on the same held-out scenes (seeds from
 10_000_000, random actions) with the eval module's functions:
 
 - **accuracy vs horizon**: fraction of object positions within 5% of the arena of the engine's,
@@ -18,7 +18,9 @@ half of its steps on the VAE stage), then score each on the same held-out scenes
   table says which. ``physworld eval`` (one frame) is the same scoring with context 1.
 - **speed vs the engine**: ``physworld.eval.speed.measure_speed`` at ``--speed-batch``, pixel
   mode (engine step + render vs ``predict`` + ``decode``, or + the probe without a decoder);
-- **training wall time** (measured here, resumed runs keep their first measurement) and
+- **probe on true frames**: the state probe applied to the engine's own frames at each step (no
+  prediction): the share of the error that is the probe's, not the dynamics';
+- **training wall time** (of the run that finished; a resumed run counts only its last part) and
   **parameters** (without the state probe).
 
 Also written: ``WORK/<world>-<family>-strip.png``, the engine's frames (top row) above the
@@ -70,19 +72,19 @@ EVAL_SEED = 10_000_000
 
 
 def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -> tuple[WorldModel, float]:
-    """Train (or resume / reuse) one family; return the model and the training wall time."""
+    """Train one family (resuming an interrupted run); a finished run is loaded as it is."""
     timing = out / "wall_time.json"
+    if timing.is_file():  # finished earlier: keep its model and its (complete) wall time
+        return load_model(out / "model").eval(), json.loads(timing.read_text())["seconds"]
     cfg = TrainConfig(
         data=str(data), model=family, out=str(out), steps=args.steps, batch_size=args.batch_size,
         window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
         probe_frames=args.probe_frames, progress=not args.quiet,
-        rnn=RNNConfig(vae_steps=args.steps // 2), diffusion=DiffusionConfig(),
+        rnn=RNNConfig(vae_steps=2 * args.steps // 3), diffusion=DiffusionConfig(),
     )
     start = time.perf_counter()
     path = train(cfg)
     seconds = time.perf_counter() - start
-    if timing.is_file():  # a finished (or resumed) run: keep the first, complete measurement
-        seconds = json.loads(timing.read_text()).get("seconds", seconds)
     timing.write_text(json.dumps({"seconds": seconds, "steps": args.steps}))
     return load_model(path).eval(), seconds
 
@@ -132,6 +134,9 @@ def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dic
     base = shifted(scenes, k)
     eps = 0.05 * scenes.arena_size
     states, z, used = context_rollout(model, scenes, args.context)
+    with torch.no_grad():  # the probe's own share of the error: read the engine's true frames
+        truth = model.encode(model_obs(model, base.obs[:, 1:]).flatten(0, 1))
+        on_truth = read_states(model, truth, 256).reshape(states.shape)
     Image.fromarray(strip(model, scenes, z, args.context, args.strip)).save(args.png)
     speed_scenes = replace(base, seeds=base.seeds[: args.speed_batch], actions=base.actions[:, : args.speed_horizon])
     speed = measure_speed(model, speed_scenes, (args.speed_batch,), warmup=1, repeats=3)
@@ -139,6 +144,7 @@ def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dic
         "model": trajectory_metrics(states, base, eps),
         "constant_velocity": trajectory_metrics(constant_velocity(base), base, eps),
         "copy_last_state": trajectory_metrics(copy_last_state(base), base, eps),
+        "probe_on_truth": trajectory_metrics(on_truth, base, eps),
         "context": args.context if used else 1,
         "speed_pixels": speed["pixels"]["rows"][0],
         "speed_state": speed["state"]["rows"][-1],
@@ -199,17 +205,17 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         f"{args.speed_batch}, {args.threads} thread(s), pixel mode (engine step + render).\n"
     )
     print(
-        f"| world | family | params | train (s) | context | acc @1 | acc @10 | acc @{h} "
+        f"| world | family | params | train (s) | context | acc @1 | acc @10 | acc @{h} | probe on true frames @10 "
         "| const. velocity @10 | copy last @10 | model steps/s | engine steps/s | speed vs engine |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         acc = r["model"]["accuracy_at_step"]
         at = lambda m, k: f"{100 * m['accuracy_at_step'][min(k, h) - 1]:.1f}%"  # noqa: E731
         s = r["speed_pixels"]
         print(
             f"| {r['world']} | {r['family']} | {r['params']:,} | {r['train_seconds']:.0f} | {r['context']} "
-            f"| {100 * acc[0]:.1f}% | {at(r['model'], 10)} | {at(r['model'], h)} "
+            f"| {100 * acc[0]:.1f}% | {at(r['model'], 10)} | {at(r['model'], h)} | {at(r['probe_on_truth'], 10)} "
             f"| {at(r['constant_velocity'], 10)} | {at(r['copy_last_state'], 10)} "
             f"| {s['model_steps_per_s']:,.0f} | {s['engine_steps_per_s']:,.0f} | {s['speedup_model_over_engine']:.2f}x |"
         )

@@ -39,7 +39,8 @@ parser.add_argument("--sweep-samples", default="16,32,64,128")
 parser.add_argument("--sweep-iterations", default="1,3")
 parser.add_argument("--sweep-episodes", type=int, default=20)
 parser.add_argument("--oracle", type=int, default=0, help="episodes planned with the true physics (slow: ~20 s each)")
-parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--threads", type=int, default=2,
+                    help="threads for torch/BLAS; on a machine shared with other jobs use 1 (OpenMP threads wait on each other)")
 args = parser.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported
 os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
@@ -204,8 +205,23 @@ def main() -> None:
         html.table(["samples", "iterations", "success", "ms median", "ms p95", "CPU ms median"], rows),
         html.paragraph(f"{args.sweep_episodes} goals per row, horizon {args.horizon}, {threads} threads.", note=True),
     ))
+    d = results["diagnosis"]
+    sections.insert(0, html.section(
+        "The model, against the engine (world units)",
+        html.table(["", "now (probe)", *(f"step {t + 1}" for t in range(args.horizon))], [
+            ["agent error", d["probe_error_now"]["agent"], *d["agent_error_per_step"]],
+            ["block error", d["probe_error_now"]["block"], *d["block_error_per_step"]],
+            ["block really moved", 0.0, *d["block_true_displacement"]],
+        ]),
+        html.paragraph("Open-loop from the encoded frame under expert pushes, read through the probe.", note=True),
+    ))
     if args.oracle:
         results["oracle"] = oracle(args.oracle)
+        sections.append(html.section(
+            "The same planner with the true physics as the model (CEM)",
+            html.table(["cost", "success"], [[k, f"{100 * v:.0f}%"] for k, v in results["oracle"].items()]),
+            html.paragraph(f"{args.oracle} goals: tells planner and cost failures from model failures.", note=True),
+        ))
     results["load_average_at_end"] = os.getloadavg()
     write_json(out / "benchmark.json", results)
     html.write_page(out / "report.html", "physworld planning benchmark", sections)

@@ -1,7 +1,7 @@
 """Is the learned simulator 92% accurate at 10x the engine's speed? Balls-3, measured in one run.
 
     python benchmarks/simulator.py                      # state mode: collect, train, evaluate
-    python benchmarks/simulator.py --obs pixels         # pixel mode at the default training budget
+    python benchmarks/simulator.py --obs pixels         # pixel mode at the demo's training budget
     python benchmarks/simulator.py --model runs/x/model # evaluate an existing checkpoint
 
 Collects Balls-3 data with the random policy (reset seeds 0..episodes-1), trains a JEPA on it
@@ -28,6 +28,7 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from physworld.data import CollectConfig, collect  # noqa: E402
+from physworld.demo import FULL  # noqa: E402
 from physworld.eval import EvalConfig, evaluate  # noqa: E402
 from physworld.models import JEPAConfig  # noqa: E402
 from physworld.train import TrainConfig, train  # noqa: E402
@@ -35,7 +36,7 @@ from physworld.train import TrainConfig, train  # noqa: E402
 WORLD = "physworld/Balls-v0"
 TARGETS = {"state": (0.92, 10.0), "pixels": (0.80, None)}  # (accuracy at step 10, speed-up at batch 256)
 
-# State-mode recipe (see the docstring of `recipe`); pixel mode uses the defaults as they are.
+# State-mode recipe (see the docstring of `recipe`); pixel mode uses the demo's budget as it is.
 STATE_JEPA = dict(latent_dim=32, predictor="mlp", rollout_steps=10, critic="vicreg")
 STATE_TRAIN = dict(window=12, batch_size=128, probe_frames=60_000, probe_steps=3000)
 
@@ -43,12 +44,17 @@ STATE_TRAIN = dict(window=12, batch_size=128, probe_frames=60_000, probe_steps=3
 def recipe(obs: str, args: argparse.Namespace, data: Path, out: Path) -> TrainConfig:
     """The training run. State mode: a small latent (32 for an 18-value state), a history-free
     MLP predictor (the state is Markov, and it is the cheapest rollout), 10-step rollout
-    training, VICReg, and a probe fitted on 60k frames. Pixel mode: the library defaults."""
-    jepa = JEPAConfig(**STATE_JEPA) if obs == "state" else JEPAConfig()
-    extra = STATE_TRAIN if obs == "state" else {}
-    steps = args.steps or (3000 if obs == "state" else TrainConfig().steps)
+    training, VICReg, and a probe fitted on 60k frames. Pixel mode: the demo's full budget
+    (``physworld.demo.FULL``) with the library's JEPA defaults, as ``physworld demo --obs pixels``."""
+    if obs == "state":
+        return TrainConfig(
+            data=str(data), out=str(out), steps=args.steps or 3000, threads=args.threads, seed=0,
+            jepa=JEPAConfig(**STATE_JEPA), **STATE_TRAIN,
+        )
+    steps = args.steps or FULL.balls_steps
     return TrainConfig(
-        data=str(data), out=str(out), steps=steps, threads=args.threads, seed=0, jepa=jepa, **extra
+        data=str(data), out=str(out), steps=steps, threads=args.threads, seed=0, jepa=JEPAConfig(),
+        probe_steps=FULL.probe_steps, warmup=min(100, steps // 10),
     )
 
 
@@ -58,8 +64,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="evaluate this checkpoint (skip collect/train)")
     parser.add_argument("--threads", type=int, default=2, help="threads for training, engine and model")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-simulator"), help="data, runs, reports")
-    parser.add_argument("--episodes", type=int, default=None, help="training episodes (default 1000 state, 200 pixels)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000 state, the library default for pixels)")
+    parser.add_argument("--episodes", type=int, default=None, help="training episodes (default 1000 state, the demo's 300 pixels)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000 state, the demo's 1500 pixels)")
     parser.add_argument("--eval-episodes", type=int, default=200)
     parser.add_argument("--horizon", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None, help="also copy results.json here")
@@ -70,7 +76,7 @@ def main() -> None:
     if model is None:
         data = work / "data"
         if not data.exists():
-            episodes = args.episodes or (1000 if args.obs == "state" else 200)
+            episodes = args.episodes or (1000 if args.obs == "state" else FULL.balls_episodes)
             collect(CollectConfig(world=WORLD, episodes=episodes, out=data, obs=args.obs, policy="random", seed=0))
         model = train(recipe(args.obs, args, data, work / "jepa"))
     report = evaluate(

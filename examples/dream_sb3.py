@@ -21,6 +21,8 @@ parser.add_argument("--algo", choices=["ppo", "sac"], default="ppo")
 parser.add_argument("--steps", type=int, default=100_000, help="dream transitions to learn from")
 parser.add_argument("--envs", type=int, default=16, help="dreams stepped together")
 parser.add_argument("--obs", choices=["state", "latent"], default="state", help="policy input: probe state or latent")
+parser.add_argument("--reward", choices=["shaped", "goal"], default="shaped",
+                    help="reward to learn from: the planners' cost (shaped) or the world's (goal); returns are always reported in the world's")
 parser.add_argument("--episodes", type=int, default=30, help="evaluation episodes, in the dream and in the real world")
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--seed", type=int, default=0)
@@ -95,7 +97,7 @@ def evaluate(env: gym.Env, act, episodes: int) -> tuple[float, float]:
 
 def main() -> None:
     torch.set_num_threads(args.threads)
-    dreams = DreamVectorEnv(args.model, num_envs=args.envs, obs=args.obs, autoreset_mode=AutoresetMode.SAME_STEP)
+    dreams = DreamVectorEnv(args.model, num_envs=args.envs, obs=args.obs, reward=args.reward, autoreset_mode=AutoresetMode.SAME_STEP)
     venv = SB3Dreams(dreams)
     venv.seed(args.seed)
     if args.algo == "ppo":

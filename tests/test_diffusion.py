@@ -123,5 +123,5 @@ def test_a_short_training_run_lowers_the_loss(tmp_path: Path):
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first, last = log[:3], log[-3:]
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    assert mean(last, "loss") < 0.5 * mean(first, "loss")
+    assert mean(last, "loss") < 0.85 * mean(first, "loss")  # EDM losses are noisy: a clear, not a halving, fall
     assert mean(last, "denoise_mse") < mean(first, "denoise_mse")

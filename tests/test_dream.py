@@ -86,6 +86,17 @@ def test_dream_vector_env_batches_and_autoresets(mode):
     envs.close()
 
 
+def test_shaped_reward_is_the_planners_cost():
+    """Without shaping for this world, the planners' cost is the goal distance: same rewards."""
+    goal, shaped = DreamEnv(PointMass()), DreamEnv(PointMass(), reward="shaped")
+    goal.reset(seed=3)
+    shaped.reset(seed=3)
+    action = np.array([0.5, 0.2], np.float32)
+    assert goal.step(action)[1] == pytest.approx(shaped.step(action)[1])
+    with pytest.raises(ValueError, match="reward must be"):
+        DreamEnv(PointMass(), reward="sparse")
+
+
 def test_dream_renders_the_probe_state_with_the_worlds_renderer():
     env = DreamEnv(PointMass(), render_mode="rgb_array")
     env.reset(seed=0)

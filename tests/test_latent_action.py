@@ -26,6 +26,7 @@ from physworld.models.latent_action import (
     class_names,
     perplexity,
     psnr,
+    shift_kernels,
 )
 from physworld.train import TrainConfig, fit
 from physworld.train.loop import data_fields
@@ -38,8 +39,14 @@ def store(tmp_path_factory) -> EpisodeStore:
     """A small Platformer data set at 32x32, collected with the explorer."""
     path = collect(
         CollectConfig(
-            world="physworld/Platformer-v0", episodes=4, out=tmp_path_factory.mktemp("d") / "pf",
-            policy="expert", max_steps=16, num_envs=1, vector="sync", world_kwargs='{"image_size": 32}',
+            world="physworld/Platformer-v0",
+            episodes=4,
+            out=tmp_path_factory.mktemp("d") / "pf",
+            policy="expert",
+            max_steps=16,
+            num_envs=1,
+            vector="sync",
+            world_kwargs='{"image_size": 32}',
         )
     )
     return EpisodeStore.open(path)
@@ -94,10 +101,24 @@ def test_loss_never_reads_the_true_actions(store):
     batch = Windows(store, 3).gather(np.arange(4))
     del batch["actions"], batch["states"]
     out = model.loss(batch)
-    assert {"loss", "recon", "commit", "psnr", "codes_used", "perplexity", "perplexity_ema"} <= set(out)
+    assert {"loss", "recon", "commit", "psnr", "codes_used", "perplexity", "perplexity_ema"} <= set(
+        out
+    )
     assert torch.isfinite(out["loss"]) and 1 <= float(out["codes_used"]) <= 4
     out["loss"].backward()
     assert model.action_encoder.head[-1].weight.grad is not None  # the LAM learns from pixels
+
+
+def test_shift_kernels_move_whole_images():
+    image = torch.rand(2, 3, 12, 12)
+    kernels = torch.zeros(2, 1, 2, 5)
+    kernels[:, 0, 0, 2 - 1] = 1.0  # vertical: the pixel one row up -> moves the image down by 1
+    kernels[:, 0, 1, 2 + 2] = 1.0  # horizontal: the pixel two columns right -> moves it left by 2
+    moved = shift_kernels(image, kernels)[:, 0]
+    torch.testing.assert_close(moved[:, :, 1:, :-2], image[:, :, :-1, 2:])
+    identity = torch.zeros(2, 1, 2, 5)
+    identity[..., 2] = 1.0
+    torch.testing.assert_close(shift_kernels(image, identity)[:, 0], image)
 
 
 def test_perplexity_and_psnr_helpers():
@@ -113,22 +134,39 @@ def test_action_classes():
     scores = torch.tensor([[0.1, 0.9, 0.0, 0.2], [0.0, 0.0, 0.0, 1.0]])
     assert action_classes(scores, [0] * 4, [1] * 4, choice=True).tolist() == [1, 3]
     xy = torch.tensor([[-1.0, 0.0], [1.0, 1.0], [0.2, -0.9]])
-    assert action_classes(xy, [-1, -1], [1, 1], choice=False).tolist() == [0 + 3 * 1, 2 + 3 * 2, 1 + 0]
+    assert action_classes(xy, [-1, -1], [1, 1], choice=False).tolist() == [
+        0 + 3 * 1,
+        2 + 3 * 2,
+        1 + 0,
+    ]
     assert class_names(2, None)[5] == "+0" and class_names(4, ("a", "b")) == ["a", "b"]
 
 
 def test_trains_in_the_shared_loop_and_round_trips(store, tmp_path):
     model = tiny(store)
     cfg = TrainConfig(
-        model="latent-action", steps=4, batch_size=4, window=3, warmup=1, out=str(tmp_path / "run"),
-        probe_steps=0, progress=False, log_every=2, threads=1,
+        model="latent-action",
+        steps=4,
+        batch_size=4,
+        window=3,
+        warmup=1,
+        out=str(tmp_path / "run"),
+        probe_steps=5,
+        probe_frames=16,
+        progress=False,
+        log_every=2,
+        threads=1,
     )
     path = fit(model, Windows(store, 3), cfg)
     log = (tmp_path / "run" / "metrics.jsonl").read_text()
-    assert "perplexity" in log and "codes_used" in log
+    assert "perplexity" in log and "codes_used" in log and "probe_pos_err" in log
+    z0 = model.encode(Windows(store, 3).gather([0])["obs"][:, 0])
+    assert model.read_state(z0).shape == (1, 18)  # the state probe reads the newest frame
     windows = Windows(store, 4)
     with pytest.raises(RuntimeError, match="lookup"):
-        model.predict(model.encode(windows.gather([0])["obs"][:, 0]), windows.gather([0])["actions"])
+        model.predict(
+            model.encode(windows.gather([0])["obs"][:, 0]), windows.gather([0])["actions"]
+        )
     table = fit_action_lookup(model, windows, count=40)
     assert table["action_names"] == ["noop", "left", "right", "jump"]
     model.save(path)
@@ -138,7 +176,9 @@ def test_trains_in_the_shared_loop_and_round_trips(store, tmp_path):
     batch = windows.gather(np.arange(3))
     z = loaded.encode(batch["obs"][:, 0])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.predict(z, batch["actions"]), model.eval().predict(z, batch["actions"]))
+        torch.testing.assert_close(
+            loaded.predict(z, batch["actions"]), model.eval().predict(z, batch["actions"])
+        )
         surprise = loaded.surprise(batch["obs"], batch["actions"])
     assert surprise.shape == (3, 4) and torch.isfinite(surprise).all()
 
@@ -157,8 +197,10 @@ def test_metrics_run_and_are_consistent(store):
     assert {"next_psnr_inferred", "next_ssim_world", "copy_psnr"} <= set(quality)
     with pytest.raises(ValueError, match="windows of"):
         delta_psnr(model, Windows(store, 3), t=4)
-    everything = evaluate_latent_action(replace_model(model), windows, windows, fit_transitions=40)
-    assert np.isfinite(list(everything.values())).all()
+    everything = evaluate_latent_action(
+        replace_model(model), windows, windows, fit_transitions=40, long_t=8
+    )
+    assert np.isfinite(list(everything.values())).all() and everything["delta_psnr_t_long"] == 8
 
 
 def replace_model(model: LatentAction) -> LatentAction:

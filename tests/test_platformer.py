@@ -44,7 +44,10 @@ def test_registered_with_a_choice_action_space():
 
 def test_action_index_and_one_hot():
     assert [int(action_index(Platformer.one_hot(k))) for k in range(4)] == [0, 1, 2, 3]
-    assert action_index(np.array([[0.2, 0.9, 0.1, 0.3], [0.0, 0.0, 0.0, 0.0]])).tolist() == [LEFT, NOOP]
+    assert action_index(np.array([[0.2, 0.9, 0.1, 0.3], [0.0, 0.0, 0.0, 0.0]])).tolist() == [
+        LEFT,
+        NOOP,
+    ]
     with pytest.raises(ValueError, match="move"):
         Platformer.one_hot(4)
 
@@ -143,8 +146,13 @@ def test_explorer_is_deterministic_per_seed():
 def test_collect_with_the_explorer(tmp_path):
     path = collect(
         CollectConfig(
-            world="physworld/Platformer-v0", episodes=2, out=tmp_path / "pf", policy="expert",
-            max_steps=12, num_envs=1, vector="sync",
+            world="physworld/Platformer-v0",
+            episodes=2,
+            out=tmp_path / "pf",
+            policy="expert",
+            max_steps=12,
+            num_envs=1,
+            vector="sync",
         )
     )
     store = EpisodeStore.open(path, world="physworld/Platformer-v0")

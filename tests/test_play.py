@@ -35,18 +35,40 @@ def trained(tmp_path_factory) -> tuple[LatentAction, gym.Env]:
     root = tmp_path_factory.mktemp("play")
     path = collect(
         CollectConfig(
-            world="physworld/Platformer-v0", episodes=3, out=root / "pf", policy="expert", max_steps=10,
-            num_envs=1, vector="sync",
+            world="physworld/Platformer-v0",
+            episodes=3,
+            out=root / "pf",
+            policy="expert",
+            max_steps=10,
+            num_envs=1,
+            vector="sync",
         )
     )
     store = EpisodeStore.open(path)
     torch.manual_seed(0)
     model = LatentAction(
-        LatentActionConfig(codes=4, code_dim=4, width=8, blocks=1, kernels=2, kernel_size=9, **data_fields(store.meta))
+        LatentActionConfig(
+            codes=4,
+            code_dim=4,
+            width=8,
+            blocks=1,
+            kernels=2,
+            kernel_size=9,
+            sharp=False,  # soft: frames move
+            **data_fields(store.meta),
+        )
     )
     cfg = TrainConfig(
-        model="latent-action", steps=3, batch_size=4, window=3, warmup=1, lr=3e-2, out=str(root / "run"),
-        probe_steps=0, progress=False, threads=1,
+        model="latent-action",
+        steps=3,
+        batch_size=4,
+        window=3,
+        warmup=1,
+        lr=3e-2,
+        out=str(root / "run"),
+        probe_steps=0,
+        progress=False,
+        threads=1,
     )
     fit(model, Windows(store, 3), cfg)
     fit_action_lookup(model, Windows(store, 4), count=24)
@@ -136,7 +158,10 @@ def test_upload_a_start_image(client):
         (json.dumps({"type": "action", "action": "1"}), "integer in"),
         (json.dumps({"type": "action", "action": True}), "integer in"),
         (json.dumps({"type": "image", "data": "@@not base64@@"}), "base64"),
-        (json.dumps({"type": "image", "data": base64.b64encode(b"not an image").decode()}), "not a readable"),
+        (
+            json.dumps({"type": "image", "data": base64.b64encode(b"not an image").decode()}),
+            "not a readable",
+        ),
         (json.dumps({"type": "image", "data": 5}), "base64 string"),
         (json.dumps({"type": "record", "on": "yes"}), "true or false"),
     ],
@@ -182,8 +207,15 @@ def test_survives_clients_that_vanish_mid_stream(client):
 def test_other_families_play_with_world_actions_and_render_state():
     env = gym.make("physworld/Push-v0", obs="state")
     cfg = JEPAConfig(
-        obs_kind="state", obs_shape=(12,), action_dim=2, state_dim=12, latent_dim=16, predictor="mlp",
-        world="physworld/Push-v0", action_low=[-1, -1], action_high=[1, 1],
+        obs_kind="state",
+        obs_shape=(12,),
+        action_dim=2,
+        state_dim=12,
+        latent_dim=16,
+        predictor="mlp",
+        world="physworld/Push-v0",
+        action_low=[-1, -1],
+        action_high=[1, 1],
     )
     model = JEPA(cfg).eval()
     model.probe.fitted.fill_(True)  # an (untrained) probe stands in for a fitted one
@@ -242,7 +274,9 @@ def server(trained):
 
     model, env = trained
     port = free_port()
-    config = uvicorn.Config(create_app(model, env=env, seed=0, fps=20), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(model, env=env, seed=0, fps=20), host="127.0.0.1", port=port, log_level="warning"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -256,12 +290,22 @@ def server(trained):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium (make browser)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (make browser)",
+)
 def test_browser_plays(server):
     from playwright.sync_api import sync_playwright
 
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         try:
@@ -269,13 +313,17 @@ def test_browser_plays(server):
             errors: list[str] = []
             page.on("pageerror", lambda err: errors.append(str(err)))
             page.goto(server)
-            page.wait_for_function("document.querySelectorAll('#controls tr[data-index]').length === 4")
+            page.wait_for_function(
+                "document.querySelectorAll('#controls tr[data-index]').length === 4"
+            )
             page.wait_for_function("Number(document.getElementById('step').textContent) > 5")
             assert "probe-learned mapping" in page.inner_text("#mapping").lower()
             canvas = lambda: page.evaluate("document.getElementById('screen').toDataURL()")  # noqa: E731
             # hold latent action 3 (key "3") and watch the server apply it
             page.keyboard.down("3")
-            page.wait_for_function("document.querySelector('#controls tr.held')?.dataset.index === '2'")
+            page.wait_for_function(
+                "document.querySelector('#controls tr.held')?.dataset.index === '2'"
+            )
             page.wait_for_function("document.getElementById('action').textContent === '2'")
             held = canvas()
             page.keyboard.up("3")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,9 @@ import tyro
 
 from physworld.data.collect import CollectConfig, collect
 from physworld.demo import DemoConfig, demo
+from physworld.eval import EvalConfig, evaluate
+from physworld.eval.planning import PlanConfig, run_planning
+from physworld.train import TrainConfig, parse_config, train
 
 
 @dataclass
@@ -35,18 +39,33 @@ def list_worlds(cfg: WorldsConfig) -> None:
 COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "worlds": (WorldsConfig, list_worlds),
     "collect": (CollectConfig, collect),
+    "train": (TrainConfig, train),
+    "eval": (EvalConfig, evaluate),
+    "plan": (PlanConfig, run_planning),
     "demo": (DemoConfig, demo),
 }
 
+try:  # the play page needs the [web] extra (FastAPI, uvicorn)
+    from physworld.serve import PlayConfig, play
+
+    COMMANDS["play"] = (PlayConfig, play)
+except ModuleNotFoundError as err:  # pragma: no cover - depends on the install
+    _WEB_MISSING = err.name
+
 
 def main(argv: list[str] | None = None) -> None:
-    configs = {name: cls for name, (cls, _) in COMMANDS.items()}
-    cfg = tyro.extras.subcommand_cli_from_dict(
-        configs,
-        prog="physworld",
-        description="physworld: learn how a physical world moves, then simulate, plan and measure it.",
-        args=argv,
-    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["play"] and "play" not in COMMANDS:
+        sys.exit(f"physworld play needs the web extra ({_WEB_MISSING} is missing): pip install 'physworld[web]'")
+    if argv[:1] == ["train"]:  # train also reads --config file.yaml as defaults
+        cfg: Any = parse_config(argv[1:])
+    else:
+        cfg = tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, (cls, _) in COMMANDS.items()},
+            prog="physworld",
+            description="physworld: learn how a physical world moves, then simulate, plan and measure it.",
+            args=argv,
+        )
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))
     result = runner(cfg)
     if result is not None:

@@ -45,7 +45,9 @@ def clips(windows: Any, count: int, seed: int = 0) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def transitions(model: LatentAction, windows: Any, count: int, seed: int = 0, batch_size: int = 64) -> Transitions:
+def transitions(
+    model: LatentAction, windows: Any, count: int, seed: int = 0, batch_size: int = 64
+) -> Transitions:
     """Infer latent actions on ``count`` transitions of ``windows`` (whole clips, then cut)."""
     model.eval()
     per_clip = windows.length
@@ -63,7 +65,9 @@ def _device(model: LatentAction) -> torch.device:
     return next(model.parameters()).device
 
 
-def fit_action_lookup(model: LatentAction, windows: Any, count: int = 200, seed: int = 0) -> dict[str, Any]:
+def fit_action_lookup(
+    model: LatentAction, windows: Any, count: int = 200, seed: int = 0
+) -> dict[str, Any]:
     """Fit Genie's lookup on ``count`` labelled transitions and install it in ``model``.
 
     Each code maps to the true action class it co-occurs with most (-1 if never seen); each
@@ -89,7 +93,9 @@ def linear_probe(train: Transitions, test: Transitions, classes: int, steps: int
     loc, scale = train.vectors.mean(0), train.vectors.std(0).clamp_min(1e-6)
     x, x_test = (train.vectors - loc) / scale, (test.vectors - loc) / scale
     probe = torch.nn.Linear(x.shape[1], classes)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        probe.parameters(), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -127,7 +133,9 @@ def action_probe(
     }
 
 
-def codebook_stats(model: LatentAction, windows: Any, count: int = 2000, seed: int = 0) -> dict[str, float]:
+def codebook_stats(
+    model: LatentAction, windows: Any, count: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """Codes used (count and fraction of the codebook) and the perplexity of their histogram."""
     codes = transitions(model, windows, count, seed).codes
     hist = torch.bincount(codes, minlength=model.config.codes).float()
@@ -141,7 +149,9 @@ def codebook_stats(model: LatentAction, windows: Any, count: int = 2000, seed: i
 
 
 @torch.no_grad()
-def delta_psnr(model: LatentAction, windows: Any, t: int = 4, count: int = 256, seed: int = 0) -> dict[str, float]:
+def delta_psnr(
+    model: LatentAction, windows: Any, t: int = 4, count: int = 256, seed: int = 0
+) -> dict[str, float]:
     """Genie's ΔtPSNR at step ``t`` (windows need ``t + history - 1`` actions).
 
     Each clip starts from a real frame history; ``x̂_t`` rolls out the ``t`` latent actions
@@ -150,7 +160,9 @@ def delta_psnr(model: LatentAction, windows: Any, t: int = 4, count: int = 256, 
     model.eval()
     k = model.config.history
     if windows.length < t + k - 1:
-        raise ValueError(f"ΔtPSNR at t={t} needs windows of {t + k - 1} actions, got {windows.length}")
+        raise ValueError(
+            f"ΔtPSNR at t={t} needs windows of {t + k - 1} actions, got {windows.length}"
+        )
     batch = clips(windows, count, seed)
     obs = batch["obs"].to(_device(model))
     gen = torch.Generator().manual_seed(seed)
@@ -159,19 +171,28 @@ def delta_psnr(model: LatentAction, windows: Any, t: int = 4, count: int = 256, 
         x = obs[lo : lo + 64, : t + k]
         z0 = model.encode_history(x[:, :k])
         inferred = model.infer_actions(x)[:, k - 1 :]
-        random = torch.randint(0, model.config.codes, inferred.shape, generator=gen).to(inferred.device)
+        random = torch.randint(0, model.config.codes, inferred.shape, generator=gen).to(
+            inferred.device
+        )
         truth = x[:, -1]
         ours.append(psnr(model.decode(model.predict_latent(z0, inferred)[:, -1]), truth))
         rand.append(psnr(model.decode(model.predict_latent(z0, random)[:, -1]), truth))
     p, q = torch.cat(ours).mean(), torch.cat(rand).mean()
-    return {"psnr_inferred": float(p), "psnr_random": float(q), "delta_psnr": float(p - q), "delta_psnr_t": float(t)}
+    return {
+        "psnr_inferred": float(p),
+        "psnr_random": float(q),
+        "delta_psnr": float(p - q),
+        "delta_psnr_t": float(t),
+    }
 
 
 def ssim(pred: Tensor, true: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Per-image SSIM (Wang et al. 2004: Gaussian 11x11 window, σ 1.5) of ``[B, C, H, W]`` frames."""
     x, y = to_unit(pred), to_unit(true)
     c = x.shape[1]
-    g = torch.exp(-((torch.arange(window, dtype=torch.float32) - window // 2) ** 2) / (2 * sigma**2))
+    g = torch.exp(
+        -((torch.arange(window, dtype=torch.float32) - window // 2) ** 2) / (2 * sigma**2)
+    )
     g = (g / g.sum()).to(x.device)
     kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window)
     blur = lambda v: F.conv2d(v, kernel, groups=c)  # noqa: E731
@@ -183,7 +204,9 @@ def ssim(pred: Tensor, true: Tensor, window: int = 11, sigma: float = 1.5) -> Te
 
 
 @torch.no_grad()
-def next_frame_quality(model: LatentAction, windows: Any, count: int = 256, seed: int = 0) -> dict[str, float]:
+def next_frame_quality(
+    model: LatentAction, windows: Any, count: int = 256, seed: int = 0
+) -> dict[str, float]:
     """One-step PSNR / SSIM against the engine's next frame, from a real frame history.
 
     ``inferred``: the latent action inferred from the true pair (a reconstruction bound);
@@ -199,7 +222,10 @@ def next_frame_quality(model: LatentAction, windows: Any, count: int = 256, seed
     preds = {"inferred": model.predict_latent(z0, model.infer_actions(x)[:, k - 1 :])[:, -1]}
     if model.config.action_names:
         preds["world"] = model.predict(z0, actions[:, k - 1 : k])[:, -1]
-    out = {"copy_psnr": float(psnr(x[:, k - 1], truth).mean()), "copy_ssim": float(ssim(x[:, k - 1], truth).mean())}
+    out = {
+        "copy_psnr": float(psnr(x[:, k - 1], truth).mean()),
+        "copy_ssim": float(ssim(x[:, k - 1], truth).mean()),
+    }
     for name, z in preds.items():
         frame = model.decode(z)
         out[f"next_psnr_{name}"] = float(psnr(frame, truth).mean())
@@ -208,12 +234,25 @@ def next_frame_quality(model: LatentAction, windows: Any, count: int = 256, seed
 
 
 def evaluate_latent_action(
-    model: LatentAction, fit_windows: Any, test_windows: Any, seed: int = 0, fit_transitions: int = 200
+    model: LatentAction,
+    fit_windows: Any,
+    test_windows: Any,
+    seed: int = 0,
+    fit_transitions: int = 200,
+    long_t: int = 16,
 ) -> dict[str, float]:
     """Every metric of this family: the action probe first (it installs the lookup the
-    world-action frame metrics use), then codebook, ΔtPSNR and next-frame quality on held-out clips."""
+    world-action frame metrics use), then codebook, ΔtPSNR (t = 4, and ``long_t`` for drift,
+    keys ``*_long``) and next-frame quality on held-out clips."""
+    from physworld.data import Windows
+
     results = action_probe(model, fit_windows, test_windows, fit_transitions, seed=seed)
     results.update(codebook_stats(model, test_windows, seed=seed))
     results.update(delta_psnr(model, test_windows, seed=seed))
+    if long_t:
+        long = Windows(test_windows.store, long_t + model.config.history - 1)
+        results.update(
+            {f"{k}_long": v for k, v in delta_psnr(model, long, t=long_t, seed=seed).items()}
+        )
     results.update(next_frame_quality(model, test_windows, seed=seed))
     return results

@@ -214,7 +214,7 @@ def results_section(results: dict[str, Any], cfg: PlanConfig) -> str:
         "controller", "success", "final dist. (mean)", "final dist. (median)", "steps to success (median)",
         "ms per plan (median / p95)", "CPU ms per plan (median)",
     ]
-    return html.section("Planning", html.paragraph(results["headline"]), html.table(header, rows), html.paragraph(note, note=True))
+    return html.section(f"Planning: {cfg.planner}", html.paragraph(results["headline"]), html.table(header, rows), html.paragraph(note, note=True))
 
 
 def animation_section(episodes: list[Episode], env: gym.Env, cfg: PlanConfig) -> str:

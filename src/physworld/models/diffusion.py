@@ -10,6 +10,10 @@ sampler (3 Euler steps by default, as DIAMOND uses) are diffusers' ``EDMEulerSch
 ``EDMDPMSolverMultistepScheduler``): its ``precondition_inputs/noise/outputs`` for training and its
 ``set_timesteps / scale_model_input / step`` loop for sampling, so none of EDM is re-derived here.
 
+What is diffused is the *change* from the newest frame, ``x[t+1] - x[t]`` (``residual=True``;
+``False`` diffuses the frame itself, as DIAMOND does): the static background is then exactly zero
+and the network spends its capacity on what moves, which matters at CPU training budgets.
+
 ``F`` is a small U-Net (:class:`UNet`): the noisy next frame and the ``history`` previous frames
 are stacked as channels and folded 2x2 into channels (``pixel_unshuffle``) so every convolution
 runs at 1/2 resolution or below; residual blocks are modulated (adaptive group norm, as in
@@ -55,13 +59,20 @@ class DiffusionConfig(ModelConfig):
     fold: int = 2  # pixels folded into channels (fold x fold) before the U-Net: its first level runs at 1/fold size
     channels: tuple[int, ...] = (16, 32, 64)  # U-Net widths per level (each level halves the size)
     blocks: int = 1  # residual blocks per U-Net level (each way)
+    residual: bool = (
+        True  # diffuse the change from the newest frame (x[t+1] - x[t]) rather than x[t+1]
+    )
     sampling_steps: int = 3  # denoising steps per generated frame
-    sampler: Sampler = "euler"  # "euler" (EDMEulerScheduler) | "dpmsolver" (EDMDPMSolverMultistepScheduler)
+    sampler: Sampler = (
+        "euler"  # "euler" (EDMEulerScheduler) | "dpmsolver" (EDMDPMSolverMultistepScheduler)
+    )
     sigma_min: float = 2e-3  # sampling noise range (DIAMOND's values)
     sigma_max: float = 5.0
     rho: float = 7.0  # Karras schedule curvature
     sigma_data: float = 0.5  # data std assumed by the preconditioning (pixels in [-1, 1])
-    transitions: int = 2  # transitions per window trained on per step (random; 0: all): neighbouring
+    transitions: int = (
+        2  # transitions per window trained on per step (random; 0: all): neighbouring
+    )
     # transitions are near duplicates, so a few per window carry most of the signal at a fraction of the cost
     p_mean: float = -0.4  # training noise levels: log(sigma) ~ N(p_mean, p_std^2)
     p_std: float = 1.2
@@ -73,12 +84,16 @@ class DiffusionConfig(ModelConfig):
         if self.obs_kind != "pixels":
             raise ValueError("the diffusion model generates pixels; collect with --obs pixels")
         if self.sampler not in get_args(Sampler):
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(get_args(Sampler))}")
+            raise ValueError(
+                f"unknown sampler {self.sampler!r}; choose one of {', '.join(get_args(Sampler))}"
+            )
         if self.history < 1 or self.sampling_steps < 1 or not self.channels:
             raise ValueError("history, sampling_steps and channels must all be at least 1")
         size = self.fold * 2 ** (len(self.channels) - 1)
         if self.obs_shape[1] % size or self.obs_shape[2] % size:
-            raise ValueError(f"image size {self.obs_shape[1:]} must be a multiple of {size} for {len(self.channels)} U-Net levels")
+            raise ValueError(
+                f"image size {self.obs_shape[1:]} must be a multiple of {size} for {len(self.channels)} U-Net levels"
+            )
 
     @property
     def frame_size(self) -> int:
@@ -94,7 +109,9 @@ class AdaGNBlock(nn.Module):
 
     def __init__(self, channels: int, cond_dim: int):
         super().__init__()
-        self.norms = nn.ModuleList(nn.GroupNorm(min(8, channels), channels, affine=False) for _ in range(2))
+        self.norms = nn.ModuleList(
+            nn.GroupNorm(min(8, channels), channels, affine=False) for _ in range(2)
+        )
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(2))
         self.film = nn.Linear(cond_dim, 4 * channels)
         nn.init.zeros_(self.convs[1].weight)
@@ -118,15 +135,25 @@ class UNet(nn.Module):
     """``F(c_in * x_noisy, c_noise | history, action)``: the EDM network, see the module docstring."""
 
     def __init__(
-        self, frame_channels: int, history: int, action_dim: int, channels: tuple[int, ...], depth: int, fold: int
+        self,
+        frame_channels: int,
+        history: int,
+        action_dim: int,
+        channels: tuple[int, ...],
+        depth: int,
+        fold: int,
     ):
         super().__init__()
         self.fold = fold
         cond = 4 * channels[0]
         self.noise_embed = nn.Sequential(nn.Linear(cond, cond), nn.SiLU(), nn.Linear(cond, cond))
-        self.action_embed = nn.Sequential(nn.Linear(action_dim, cond), nn.SiLU(), nn.Linear(cond, cond))
+        self.action_embed = nn.Sequential(
+            nn.Linear(action_dim, cond), nn.SiLU(), nn.Linear(cond, cond)
+        )
         self.stem = nn.Conv2d(fold**2 * frame_channels * (history + 1), channels[0], 3, padding=1)
-        self.down_blocks, self.downs, self.up_blocks, self.ups, self.merges = (nn.ModuleList() for _ in range(5))
+        self.down_blocks, self.downs, self.up_blocks, self.ups, self.merges = (
+            nn.ModuleList() for _ in range(5)
+        )
         for i, ch in enumerate(channels):
             self.down_blocks.append(nn.ModuleList(AdaGNBlock(ch, cond) for _ in range(depth)))
             self.up_blocks.append(nn.ModuleList(AdaGNBlock(ch, cond) for _ in range(depth)))
@@ -140,7 +167,10 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, c_noise: Tensor, history: Tensor, action: Tensor) -> Tensor:
         """``x [B, C, H, W]`` (preconditioned), ``c_noise [B]``, ``history [B, K, C, H, W]``,
         ``action [B, A]`` -> ``F`` ``[B, C, H, W]``."""
-        cond = F.silu(self.noise_embed(fourier(c_noise, self.noise_embed[0].in_features)) + self.action_embed(action))
+        cond = F.silu(
+            self.noise_embed(fourier(c_noise, self.noise_embed[0].in_features))
+            + self.action_embed(action)
+        )
         h = self.stem(F.pixel_unshuffle(torch.cat([x, history.flatten(1, 2)], 1), self.fold))
         skips = []
         for i, level in enumerate(self.down_blocks):
@@ -179,11 +209,21 @@ class FrameProbe(StateProbe):
     in [-1, 1], and a per-pixel z-score would blow up on pixels that never change in training).
     """
 
-    def __init__(self, latent_size: int, frame_shape: tuple[int, ...], state_dim: int, hidden: int, width: int):
+    def __init__(
+        self,
+        latent_size: int,
+        frame_shape: tuple[int, ...],
+        state_dim: int,
+        hidden: int,
+        width: int,
+    ):
         super().__init__(latent_size, state_dim, hidden=0)
         hidden = hidden or 128
         self.net = nn.Sequential(
-            NewestFrame(frame_shape), blocks.CNNEncoder(frame_shape, hidden, width), nn.GELU(), nn.Linear(hidden, state_dim)
+            NewestFrame(frame_shape),
+            blocks.CNNEncoder(frame_shape, hidden, width),
+            nn.GELU(),
+            nn.Linear(hidden, state_dim),
         )
         self.requires_grad_(False)
 
@@ -205,7 +245,9 @@ def make_scheduler(c: DiffusionConfig):
     try:
         from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
     except ImportError as err:
-        raise ImportError("the diffusion model needs diffusers: pip install 'physworld[diffusion]'") from err
+        raise ImportError(
+            "the diffusion model needs diffusers: pip install 'physworld[diffusion]'"
+        ) from err
     cls = EDMEulerScheduler if c.sampler == "euler" else EDMDPMSolverMultistepScheduler
     return cls(sigma_min=c.sigma_min, sigma_max=c.sigma_max, sigma_data=c.sigma_data, rho=c.rho)
 
@@ -230,13 +272,17 @@ class DiffusionWorldModel(WorldModel):
         if not c.state_dim:
             raise ValueError("this model was built without a state_dim: there is no state to probe")
         c.probe_input = latent_size
-        self.probe = FrameProbe(latent_size, c.obs_shape, c.state_dim, c.probe_hidden, c.probe_width)
+        self.probe = FrameProbe(
+            latent_size, c.obs_shape, c.state_dim, c.probe_hidden, c.probe_width
+        )
         return self.probe
 
     # --- frames <-> latent state --------------------------------------------------------------
     def _check_frames(self, obs: Tensor) -> None:
         if tuple(obs.shape[-3:]) != tuple(self.config.obs_shape):
-            raise ValueError(f"frames of shape {tuple(obs.shape[-3:])} do not match the model's {self.config.obs_shape}")
+            raise ValueError(
+                f"frames of shape {tuple(obs.shape[-3:])} do not match the model's {self.config.obs_shape}"
+            )
 
     def frames(self, z: Tensor) -> Tensor:
         """Latent ``[B, D]`` -> its frame history ``[B, history, C, H, W]`` in [-1, 1]."""
@@ -271,7 +317,9 @@ class DiffusionWorldModel(WorldModel):
         """EDM's ``D(x_noisy, sigma)``; ``sigma [B]``. The preconditioning is the scheduler's."""
         s = self.scheduler
         sigma4 = sigma.view(-1, 1, 1, 1).to(noisy.dtype)
-        out = self.unet(s.precondition_inputs(noisy, sigma4), s.precondition_noise(sigma), history, action)
+        out = self.unet(
+            s.precondition_inputs(noisy, sigma4), s.precondition_noise(sigma), history, action
+        )
         return s.precondition_outputs(noisy, out, sigma4)
 
     @torch.no_grad()
@@ -282,8 +330,10 @@ class DiffusionWorldModel(WorldModel):
         x = torch.randn_like(history[:, -1]) * s.sigmas[0].item()
         for t in s.timesteps:
             c_noise = t.expand(len(x)).to(x.dtype)
-            x = s.step(self.unet(s.scale_model_input(x, t), c_noise, history, action), t, x).prev_sample
-        return x.clamp(-1, 1)
+            x = s.step(
+                self.unet(s.scale_model_input(x, t), c_noise, history, action), t, x
+            ).prev_sample
+        return (x + history[:, -1] if self.config.residual else x).clamp(-1, 1)
 
     # --- the contract -----------------------------------------------------------------------
     def predict(self, z: Tensor, actions: Tensor) -> Tensor:
@@ -311,10 +361,17 @@ class DiffusionWorldModel(WorldModel):
         x = blocks.pixels_to_float(batch["obs"])  # [B, T+1, C, H, W]
         self._check_frames(x)
         hist, target, actions = (
-            t.flatten(0, 1) for t in some_steps(c.transitions, self._histories(x), x[:, 1:], batch["actions"].to(x.dtype))
+            t.flatten(0, 1)
+            for t in some_steps(
+                c.transitions, self._histories(x), x[:, 1:], batch["actions"].to(x.dtype)
+            )
         )
+        if c.residual:
+            target = target - hist[:, -1]
         sigma = torch.exp(c.p_mean + c.p_std * torch.randn(len(target), device=x.device))
-        denoised = self.denoise(target + sigma.view(-1, 1, 1, 1) * torch.randn_like(target), sigma, hist, actions)
+        denoised = self.denoise(
+            target + sigma.view(-1, 1, 1, 1) * torch.randn_like(target), sigma, hist, actions
+        )
         weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2  # 1 / c_out^2
         err = (denoised - target).pow(2).flatten(1).mean(-1)
         return {"loss": (weight * err).mean(), "denoise_mse": err.mean().detach()}

@@ -8,7 +8,7 @@ The loss (per batch of windows ``obs [B, T+1]``, ``actions [B, T]``):
   one-step training alone drifts when rolled out;
 - critic: SIGReg / VICReg on all latents of the batch (global batch under DDP), or an EMA target
   encoder providing stop-grad targets;
-- inverse dynamics (PLDM-style): a small head must recover ``a[t]`` from ``(z[t], z[t+1])``.
+- inverse dynamics (as in PLDM): a small head must recover ``a[t]`` from ``z[t-1 : t+2]``.
   Without it, when scenes hold per-episode static content (a goal, a block the random policy
   rarely touches), the critic is satisfied by static features alone and the prediction loss is
   minimised by ignoring whatever moves: the latent then barely changes along an episode (on
@@ -45,6 +45,7 @@ class JEPAConfig(ModelConfig):
     latent_dim: int = 128  # size of the per-frame latent vector
     encoder: Encoder = "auto"  # cnn/vit read pixels, mlp reads states; auto: cnn or mlp
     encoder_width: int = 32  # CNN channels (x2 per layer, up to x8); MLP: 8x; ViT: 6x
+    keypoints: int = 32  # CNN: spatial-softmax keypoints feeding the latent (0: off)
     predictor: Predictor = "transformer"  # AdaLN-zero causal transformer | gru | mlp (no history)
     predictor_width: int = 128
     predictor_depth: int = 2  # transformer blocks (mlp: hidden layers)
@@ -52,7 +53,9 @@ class JEPAConfig(ModelConfig):
     history: int = 4  # latents the transformer attends to (1: history-free fast path)
     rollout_steps: int = 4  # k of the autoregressive rollout loss (< 2 turns it off)
     rollout_weight: float = 1.0
-    idm_weight: float = 1.0  # inverse-dynamics loss: (z[t], z[t+1]) -> a[t] (0: off); see loss()
+    idm_weight: float = 1.0  # inverse dynamics: (z[t-1], z[t], z[t+1]) -> a[t] (0: off)
+    motion_weight: float = 0.0  # hinge on the latent's mean std along each window (0: off)
+    motion_target: float = 0.3  # the mean within-window std the hinge asks for
     critic: Critic = "sigreg"  # "sigreg" | "vicreg" | "ema"
     critic_weight: float | None = None  # None: 0.1 for sigreg, 1.0 for vicreg, 0 for ema
     sigreg_projections: int = 256  # random 1-D directions per step
@@ -91,7 +94,7 @@ def build_encoder(c: JEPAConfig) -> nn.Module:
         raise ValueError(f"the {kind} encoder reads pixels, but this data is {c.obs_kind!r}")
     if kind == "vit":
         return blocks.ViTEncoder(c.obs_shape, c.latent_dim, width=6 * c.encoder_width)
-    return blocks.CNNEncoder(c.obs_shape, c.latent_dim, width=c.encoder_width)
+    return blocks.CNNEncoder(c.obs_shape, c.latent_dim, c.encoder_width, c.keypoints)
 
 
 def build_predictor(c: JEPAConfig) -> nn.Module:
@@ -132,7 +135,7 @@ class JEPA(WorldModel):
         else:
             self.critic = EMATarget(self.encoder, c.ema_decay)
         if c.idm_weight:
-            self.idm = blocks.mlp([2 * c.latent_dim, 2 * c.predictor_width, c.action_dim])
+            self.idm = blocks.mlp([3 * c.latent_dim, 2 * c.predictor_width, c.action_dim])
         if c.decoder:
             if c.obs_kind != "pixels":
                 raise ValueError("the JEPA decoder draws pixels: it needs pixel observations")
@@ -198,8 +201,12 @@ class JEPA(WorldModel):
             "critic": critic,
             **collapse_stats(z.flatten(0, 1)),
         }
+        if c.motion_weight:
+            moving = z.float().var(1, unbiased=False).add(1e-6).sqrt().mean(-1)  # [B]
+            out["motion"] = F.relu(c.motion_target - moving).mean()
+            total = total + c.motion_weight * out["motion"]
         if c.idm_weight:
-            out["idm"] = F.mse_loss(self.idm(torch.cat([z[:, :-1], z[:, 1:]], -1)), actions)
+            out["idm"] = self.inverse_dynamics_loss(z, actions)
             total = total + c.idm_weight * out["idm"]
         if c.decoder:  # on the last frame of each window, through a stop-grad: it never shapes z
             out["recon"] = F.mse_loss(
@@ -207,6 +214,20 @@ class JEPA(WorldModel):
             )
             total = total + out["recon"]
         return {"loss": total, **out}
+
+    def inverse_dynamics_loss(self, z: Tensor, actions: Tensor) -> Tensor:
+        """Recover ``a[t]`` from ``(z[t-1], z[t], z[t+1])``.
+
+        Three frames, because actions are forces: a single frame holds positions, two give a
+        velocity, and only the change of velocity across three reveals the action.
+        """
+        if actions.shape[1] < 2:
+            raise ValueError(
+                "the inverse-dynamics loss needs windows of at least 2 actions "
+                "(--window >= 2), or turn it off with --jepa.idm-weight 0"
+            )
+        triplets = torch.cat([z[:, :-2], z[:, 1:-1], z[:, 2:]], -1)
+        return F.mse_loss(self.idm(triplets), actions[:, 1:])
 
     # --- training hooks ---------------------------------------------------------------------
     def calibrate(self, batch: dict[str, Tensor]) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -52,6 +53,8 @@ from vector_quantize_pytorch import VectorQuantize
 
 from physworld.models.base import Data, ModelConfig, WorldModel, register_model
 from physworld.models.blocks import zero_
+from physworld.models.diffusion import FrameProbe  # the probe for pixel-history latents
+from physworld.models.probe import StateProbe
 
 
 @dataclass
@@ -70,14 +73,17 @@ class LatentActionConfig(ModelConfig):
     codebook_decay: float = 0.9  # EMA decay of the codebook
     dead_code_threshold: float = 1.0  # EMA usage below which a code is re-seeded from the batch
     change_weight: float = 30.0  # extra loss weight on pixels that change between frames
-    continuous_steps: int = 200  # first steps feed the dynamics unquantised action vectors
+    warmup_steps: int = 200  # first steps feed the dynamics unquantised action vectors
+    sharp: bool = True  # rollouts move whole pixels from one source each (see Dynamics.forward)
     # Set by fit_action_lookup (world action classes -> latent codes); empty until then.
     action_names: Annotated[list[str], Data] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.obs_kind != "pixels":
-            raise ValueError("the latent-action model learns from pixels; collect with --obs pixels")
+            raise ValueError(
+                "the latent-action model learns from pixels; collect with --obs pixels"
+            )
         if self.codes < 2:
             raise ValueError(f"codes must be at least 2, got {self.codes}")
         if self.history < 1:
@@ -108,7 +114,9 @@ def world_action_names(world: str) -> tuple[str, ...] | None:
     return getattr(getattr(importlib.import_module(module), name), "ACTION_NAMES", None)
 
 
-def action_classes(actions: Tensor | np.ndarray, low: list[float], high: list[float], choice: bool) -> Tensor:
+def action_classes(
+    actions: Tensor | np.ndarray, low: list[float], high: list[float], choice: bool
+) -> Tensor:
     """World actions ``[..., A]`` -> class indices ``[...]``.
 
     ``choice`` worlds (one score per move) take the argmax. Continuous actions are binned per
@@ -128,7 +136,9 @@ def class_names(action_dim: int, choice_names: tuple[str, ...] | None) -> list[s
     """Names of the classes :func:`action_classes` returns (e.g. ``"+-"``: x high, y low)."""
     if choice_names is not None:
         return list(choice_names)
-    return ["".join("-0+"[(k // 3**d) % 3] for d in range(action_dim)) for k in range(3**action_dim)]
+    return [
+        "".join("-0+"[(k // 3**d) % 3] for d in range(action_dim)) for k in range(3**action_dim)
+    ]
 
 
 # --- the networks -----------------------------------------------------------------------------
@@ -178,6 +188,11 @@ def shift_kernels(image: Tensor, kernels: Tensor) -> Tensor:
     return x.view(b, n, c, h, w)
 
 
+def _hard(p: Tensor, dim: int) -> Tensor:
+    """One-hot of the argmax of ``p`` along ``dim``."""
+    return F.one_hot(p.argmax(dim), p.shape[dim]).movedim(-1, dim).to(p.dtype)
+
+
 class Dynamics(nn.Module):
     """Frame history + action vector -> next frame, by moving what is already there.
 
@@ -189,22 +204,39 @@ class Dynamics(nn.Module):
     can set -- which is what lets the codebook learn in minutes.
     """
 
-    def __init__(self, history: int, channels: int, cond_dim: int, width: int, blocks: int, kernels: int, kernel_size: int):
+    def __init__(
+        self,
+        history: int,
+        channels: int,
+        cond_dim: int,
+        width: int,
+        blocks: int,
+        kernels: int,
+        kernel_size: int,
+    ):
         super().__init__()
         self.kernels, self.kernel_size = kernels, kernel_size
         self.cond = nn.Sequential(nn.Linear(cond_dim, 64), nn.SiLU(), nn.Linear(64, 64))
         self.stem = nn.Conv2d(FOLD * FOLD * history * channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(FiLMBlock(width, 64) for _ in range(blocks))
         self.kernel_head = nn.Sequential(
-            nn.Linear(2 * width + 64, 256), nn.SiLU(), zero_(nn.Linear(256, kernels * 2 * kernel_size))
+            nn.Linear(2 * width + 64, 256),
+            nn.SiLU(),
+            zero_(nn.Linear(256, kernels * 2 * kernel_size)),
         )
         self.mask_head = zero_(nn.Conv2d(width, FOLD * FOLD * (kernels + 2), 3, padding=1))  # type: ignore[arg-type]
         with torch.no_grad():  # start by mostly keeping the newest frame as it is
             self.mask_head.bias.view(kernels + 2, FOLD * FOLD)[0] = 2.0
         self.pixel_head = zero_(nn.Conv2d(width, FOLD * FOLD * channels, 3, padding=1))  # type: ignore[arg-type]
 
-    def forward(self, frames: Tensor, action: Tensor) -> Tensor:
-        """``frames [B, K, C, H, W]`` in [0, 1], ``action [B, cond_dim]`` -> next frame ``[B, C, H, W]``."""
+    def forward(self, frames: Tensor, action: Tensor, sharp: bool = False) -> Tensor:
+        """``frames [B, K, C, H, W]`` in [0, 1], ``action [B, cond_dim]`` -> next frame ``[B, C, H, W]``.
+
+        ``sharp`` (rollouts, not training): each kernel becomes its most likely whole-pixel shift
+        and each pixel takes its most likely source, so a long rollout copies pixels instead of
+        averaging them and no blur builds up (trained soft, the mask and kernels are near
+        one-hot where it matters; straight-through training of the hard choice diverged).
+        """
         b = frames.shape[0]
         cond = self.cond(action)
         h = self.stem(F.pixel_unshuffle(frames.flatten(1, 2) * 2 - 1, FOLD))
@@ -213,10 +245,15 @@ class Dynamics(nn.Module):
         h = F.silu(h)
         pooled = torch.cat([h.amax((2, 3)), h.mean((2, 3)), cond], 1)
         kernels = self.kernel_head(pooled).view(b, self.kernels, 2, self.kernel_size).softmax(-1)
+        mask = F.pixel_shuffle(self.mask_head(h), FOLD).softmax(1)  # [B, kernels + 2, H, W]
+        if sharp:
+            kernels = _hard(kernels, -1)
+            mask = _hard(mask, 1)
         newest = frames[:, -1]
         generated = newest + F.pixel_shuffle(self.pixel_head(h), FOLD)
-        candidates = torch.cat([newest[:, None], shift_kernels(newest, kernels), generated[:, None]], 1)
-        mask = F.pixel_shuffle(self.mask_head(h), FOLD).softmax(1)  # [B, kernels + 2, H, W]
+        candidates = torch.cat(
+            [newest[:, None], shift_kernels(newest, kernels), generated[:, None]], 1
+        )
         return (mask[:, :, None] * candidates).sum(1)
 
 
@@ -225,20 +262,27 @@ class ActionEncoder(nn.Module):
 
     It sees the frames and the difference ``next - newest``; after two convolutions the features
     are max- and mean-pooled over the image, so a move is recognised wherever it happens.
+    The output is batch-normalised (no affine): the quantiser compares directions (cosine), and
+    centring keeps those directions apart from the first step.
     """
 
     def __init__(self, history: int, channels: int, width: int, out_dim: int):
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(FOLD * FOLD * (history + 2) * channels, width, 4, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(FOLD * FOLD * (history + 2) * channels, width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.SiLU(),
         )
         self.head = nn.Sequential(nn.Linear(2 * width, 128), nn.SiLU(), nn.Linear(128, out_dim))
+        # Centre and scale each output over the batch: an untrained encoder emits nearly one
+        # direction for every input, which would put every vector on the same code.
+        self.norm = nn.BatchNorm1d(out_dim, affine=False)
 
     def forward(self, frames: Tensor, nxt: Tensor) -> Tensor:
         x = torch.cat([frames.flatten(1, 2), nxt, (nxt - frames[:, -1]) * 4], 1) * 2 - 1
         h = self.trunk(F.pixel_unshuffle(x, FOLD))
-        return self.head(torch.cat([h.amax((2, 3)), h.mean((2, 3))], 1))
+        return self.norm(self.head(torch.cat([h.amax((2, 3)), h.mean((2, 3))], 1)))
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -255,7 +299,9 @@ class LatentAction(WorldModel):
         super().__init__(config)
         c = self.config
         channels = c.obs_shape[0]
-        self.action_encoder = ActionEncoder(c.history, channels, max(8, 4 * c.width // 3), c.code_dim)
+        self.action_encoder = ActionEncoder(
+            c.history, channels, max(8, 4 * c.width // 3), c.code_dim
+        )
         self.quantizer = VectorQuantize(
             dim=c.code_dim,
             codebook_size=c.codes,
@@ -265,11 +311,24 @@ class LatentAction(WorldModel):
             kmeans_init=True,
             threshold_ema_dead_code=c.dead_code_threshold,
         )
-        self.dynamics = Dynamics(c.history, channels, c.code_dim, c.width, c.blocks, c.kernels, c.kernel_size)
+        self.dynamics = Dynamics(
+            c.history, channels, c.code_dim, c.width, c.blocks, c.kernels, c.kernel_size
+        )
         # The lookup world-action class -> latent code (and back), fitted from labelled data.
         n = len(c.action_names)
         self.register_buffer("action_to_code", torch.full((n,), -1, dtype=torch.long))
         self.register_buffer("code_to_action", torch.full((c.codes,), -1, dtype=torch.long))
+        if c.state_dim and not c.probe_input:
+            self.attach_probe(c.history * math.prod(c.obs_shape))
+
+    def attach_probe(self, latent_size: int) -> StateProbe:
+        """The state probe reads the newest frame of the history with a small CNN (as diffusion's)."""
+        c = self.config
+        if not c.state_dim:
+            raise ValueError("this model was built without a state_dim: there is no state to probe")
+        c.probe_input = latent_size
+        self.probe = FrameProbe(latent_size, c.obs_shape, c.state_dim, c.probe_hidden, 8)
+        return self.probe
 
     # --- frames <-> latent state --------------------------------------------------------------
     @property
@@ -278,7 +337,9 @@ class LatentAction(WorldModel):
 
     def _check_frames(self, obs: Tensor) -> None:
         if tuple(obs.shape[-3:]) != self.frame_shape:
-            raise ValueError(f"frames of shape {tuple(obs.shape[-3:])} do not match the model's {self.frame_shape}")
+            raise ValueError(
+                f"frames of shape {tuple(obs.shape[-3:])} do not match the model's {self.frame_shape}"
+            )
 
     def encode(self, obs: Tensor) -> Tensor:
         """One frame ``[..., C, H, W]`` -> a history at rest ``[..., history * C * H * W]``."""
@@ -291,7 +352,9 @@ class LatentAction(WorldModel):
         self._check_frames(frames)
         k = self.config.history
         if frames.shape[1] < k:  # too short: pad with the first frame (at rest before the clip)
-            frames = torch.cat([frames[:, :1].expand(-1, k - frames.shape[1], -1, -1, -1), frames], 1)
+            frames = torch.cat(
+                [frames[:, :1].expand(-1, k - frames.shape[1], -1, -1, -1), frames], 1
+            )
         return to_unit(frames[:, -k:]).flatten(1)
 
     def frames(self, z: Tensor) -> Tensor:
@@ -312,10 +375,14 @@ class LatentAction(WorldModel):
         """Indices ``[...]`` (long) or weights ``[..., codes]`` -> action vectors ``[..., code_dim]``."""
         if codes.dtype in (torch.int32, torch.int64):
             if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codes):
-                raise ValueError(f"latent action indices must be in [0, {self.config.codes}), got {codes.tolist()}")
+                raise ValueError(
+                    f"latent action indices must be in [0, {self.config.codes}), got {codes.tolist()}"
+                )
             return self.codebook[codes]
         if codes.shape[-1] != self.config.codes:
-            raise ValueError(f"latent actions need {self.config.codes} weights, got {codes.shape[-1]}")
+            raise ValueError(
+                f"latent actions need {self.config.codes} weights, got {codes.shape[-1]}"
+            )
         return codes.to(self.codebook.dtype) @ self.codebook
 
     def action_vectors(self, obs: Tensor) -> Tensor:
@@ -340,7 +407,7 @@ class LatentAction(WorldModel):
     def step(self, z: Tensor, vectors: Tensor) -> Tensor:
         """One step: latent ``[B, D]`` + action vectors ``[B, code_dim]`` -> next latent."""
         hist = self.frames(z)
-        nxt = self.dynamics(hist, vectors).clamp(0, 1)
+        nxt = self.dynamics(hist, vectors, sharp=self.config.sharp).clamp(0, 1)
         return torch.cat([hist[:, 1:], nxt[:, None]], 1).flatten(1)
 
     def predict_latent(self, z: Tensor, codes: Tensor) -> Tensor:
@@ -376,7 +443,9 @@ class LatentAction(WorldModel):
                 "physworld.eval.latent_action.fit_action_lookup(model, windows), or drive it "
                 "with latent actions through predict_latent"
             )
-        codes = self.action_to_code[self.world_classes(actions.cpu()).to(self.action_to_code.device)]
+        codes = self.action_to_code[
+            self.world_classes(actions.cpu()).to(self.action_to_code.device)
+        ]
         return codes.clamp_min(0)  # a class never seen in the fit falls back to code 0
 
     def predict(self, z: Tensor, actions: Tensor) -> Tensor:
@@ -393,13 +462,17 @@ class LatentAction(WorldModel):
 
     # --- training -----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor], step: int = 0) -> dict[str, Tensor]:
-        """Reconstruct every next frame of the clip from its history and its inferred latent action.
+        """Re-draw every next frame of the clip from the history and its inferred latent action.
 
-        Only ``batch["obs"]`` is read: the true actions never reach the model. For the first
-        ``continuous_steps`` steps the dynamics gets the action encoder's (normalised) output
-        itself while the codebook follows it by EMA: both networks learn what a move looks like
-        before the 3-bit bottleneck closes, so the codebook starts on clusters that mean
-        something instead of collapsing onto the one vector an untrained encoder emits.
+        Only ``batch["obs"]`` is read: the true actions never reach the model.
+
+        For the first ``warmup_steps`` steps the dynamics gets the action encoder's (normalised)
+        output itself, while the codebook follows it by EMA: both networks learn what a move
+        looks like before the 3-bit bottleneck closes, so the codebook starts on clusters that
+        mean something. Predictions are one step ahead from the true history (teacher forcing):
+        on this budget, training on the model's own rollouts learned more slowly and drifted no
+        less; the sharp rollouts (``sharp``) are what keeps play from smearing.
+
         Diagnostics: ``codes_used`` and ``perplexity`` of this batch's codes, ``perplexity_ema``
         of the codebook's running usage (what the dead-code reset acts on), ``psnr``.
         """
@@ -408,8 +481,8 @@ class LatentAction(WorldModel):
         self._check_frames(x)
         hist, nxt = self._histories(x).flatten(0, 1), x[:, 1:].flatten(0, 1)
         e = self.action_encoder(hist, nxt)
-        warmup = self.training and step < c.continuous_steps
-        q, idx, commit = self.quantizer(e.detach() if warmup else e)  # the codebook tracks e either way
+        warmup = self.training and step < c.warmup_steps
+        q, idx, commit = self.quantizer(e.detach() if warmup else e)  # the codebook tracks e
         pred = self.dynamics(hist, F.normalize(e, dim=-1) if warmup else q)
 
         change = (nxt - hist[:, -1]).abs().amax(1, keepdim=True) > 0.02
@@ -419,7 +492,7 @@ class LatentAction(WorldModel):
         mse = err.mean().detach()
 
         counts = torch.bincount(idx.flatten(), minlength=c.codes).float()
-        ema = self.quantizer._codebook.cluster_size.flatten().detach()  # EMA usage the dead-code reset reads
+        ema = self.quantizer._codebook.cluster_size.flatten().detach()  # what dead-code reset reads
         return {
             "loss": recon + commit.sum(),
             "recon": recon.detach(),
@@ -444,7 +517,11 @@ def psnr(pred: Tensor, true: Tensor) -> Tensor:
 
 
 __all__ = [
-    "LatentAction", "LatentActionConfig", "action_classes", "class_names", "perplexity", "psnr",
+    "LatentAction",
+    "LatentActionConfig",
+    "action_classes",
+    "class_names",
+    "perplexity",
+    "psnr",
     "world_action_names",
 ]
-

@@ -44,7 +44,9 @@ from physworld.models.base import Data, ModelConfig, WorldModel, register_model
 from physworld.models.probe import StateProbe
 
 Encoder = Literal["auto", "cnn", "mlp"]
-MIN_LOG_SIGMA = -7.0  # floor of the MDN's log-std: an exactly predictable dimension cannot reach -inf
+MIN_LOG_SIGMA = (
+    -7.0
+)  # floor of the MDN's log-std: an exactly predictable dimension cannot reach -inf
 
 
 @dataclass
@@ -58,19 +60,27 @@ class RNNConfig(ModelConfig):
     hidden: int = 256  # LSTM units (h and c each)
     mixtures: int = 5  # Gaussians in the MDN head
     temperature: float = 1.0  # sampling temperature: pi logits / T, sigma * sqrt(T) (Ha's tau)
-    sample: bool = False  # predict samples at `temperature`; False: mean of the most likely component
-    vae_steps: int = 1000  # stage 1 (VAE) for the first vae_steps optimizer steps, then stage 2 (MDN-RNN)
+    sample: bool = (
+        False  # predict samples at `temperature`; False: mean of the most likely component
+    )
+    vae_steps: int = (
+        1000  # stage 1 (VAE) for the first vae_steps optimizer steps, then stage 2 (MDN-RNN)
+    )
     vae_frames: int = 2  # frames per window the VAE stage trains on (random; 0: all). Neighbouring
     # frames are near duplicates, so a few per window carry most of the signal at a fraction of the cost
     kl_weight: float = 1.0
     free_bits: float = 0.5  # nats per latent dimension that the KL does not penalise
-    obs_sigma: float | None = None  # reconstruction std: None = 0.7 for pixels in [0, 1]
-    # (about Ha's plain sum of squares), 0.05 for standardised state values
+    obs_sigma: float | None = (
+        None  # reconstruction std: None = 0.1 for pixels in [0, 1] (sharp enough
+    )
+    # for objects a few pixels wide; Ha's plain sum of squares is 0.7), 0.05 for standardised states
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.encoder not in get_args(Encoder):
-            raise ValueError(f"unknown rnn encoder {self.encoder!r}; choose one of {', '.join(get_args(Encoder))}")
+            raise ValueError(
+                f"unknown rnn encoder {self.encoder!r}; choose one of {', '.join(get_args(Encoder))}"
+            )
         if self.mixtures < 1 or self.latent_dim < 1 or self.hidden < 1:
             raise ValueError("rnn latent_dim, hidden and mixtures must all be at least 1")
         if self.temperature <= 0:
@@ -83,11 +93,15 @@ class RNNConfig(ModelConfig):
 
     @property
     def encoder_kind(self) -> str:
-        return self.encoder if self.encoder != "auto" else ("cnn" if self.obs_kind == "pixels" else "mlp")
+        return (
+            self.encoder
+            if self.encoder != "auto"
+            else ("cnn" if self.obs_kind == "pixels" else "mlp")
+        )
 
     @property
     def recon_sigma(self) -> float:
-        return self.obs_sigma or (0.7 if self.obs_kind == "pixels" else 0.05)
+        return self.obs_sigma or (0.1 if self.obs_kind == "pixels" else 0.05)
 
 
 class Take(nn.Module):
@@ -126,6 +140,7 @@ class VAE(nn.Module):
                 raise ValueError(f"the cnn encoder reads pixels, but this data is {c.obs_kind!r}")
             self.encoder = blocks.CNNEncoder(c.obs_shape, 2 * c.latent_dim, c.encoder_width)
             self.decoder = blocks.CNNDecoder(c.obs_shape, c.latent_dim, c.encoder_width)
+
         else:
             if c.obs_kind == "pixels":
                 raise ValueError("the mlp encoder reads state vectors; use cnn for pixels")
@@ -145,7 +160,11 @@ class VAE(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """``z`` -> uint8 frames, or state vectors in world units."""
         out = self.decoder(z)
-        return blocks.float_to_pixels(out) if self.pixels else out * self.encoder.scale + self.encoder.loc
+        return (
+            blocks.float_to_pixels(out)
+            if self.pixels
+            else out * self.encoder.scale + self.encoder.loc
+        )
 
 
 class MDNRNN(nn.Module):
@@ -189,7 +208,9 @@ def mdn_nll(logits: Tensor, mu: Tensor, log_sigma: Tensor, target: Tensor) -> Te
     return -torch.logsumexp(F.log_softmax(logits, -1) + log_normal.sum(-1), -1)
 
 
-def mdn_draw(logits: Tensor, mu: Tensor, log_sigma: Tensor, temperature: float, sample: bool) -> Tensor:
+def mdn_draw(
+    logits: Tensor, mu: Tensor, log_sigma: Tensor, temperature: float, sample: bool
+) -> Tensor:
     """One ``z`` per position: the mean of the most likely component, or a sample at ``temperature``."""
     if not sample:
         k = logits.argmax(-1, keepdim=True)
@@ -316,8 +337,11 @@ class RNNWorldModel(WorldModel):
         kl = kl_dim.clamp_min(c.free_bits).sum()
         total = recon + c.kl_weight * kl
         return {
-            "loss": total, "recon": recon.detach(), "kl": kl_dim.sum().detach(),
-            "active_dims": (kl_dim > c.free_bits).sum().float(), "stage": total.new_zeros(()),
+            "loss": total,
+            "recon": recon.detach(),
+            "kl": kl_dim.sum().detach(),
+            "active_dims": (kl_dim > c.free_bits).sum().float(),
+            "stage": total.new_zeros(()),
         }
 
     def calibrate(self, batch: dict[str, Tensor]) -> None:
@@ -325,4 +349,13 @@ class RNNWorldModel(WorldModel):
             self.vae.encoder.calibrate(batch["obs"])
 
 
-__all__ = ["LatentProbe", "MDNRNN", "RNNConfig", "RNNWorldModel", "VAE", "mdn_draw", "mdn_nll", "some_steps"]
+__all__ = [
+    "LatentProbe",
+    "MDNRNN",
+    "RNNConfig",
+    "RNNWorldModel",
+    "VAE",
+    "mdn_draw",
+    "mdn_nll",
+    "some_steps",
+]

@@ -34,6 +34,7 @@ from torch import Tensor
 from physworld.models.base import WorldModel
 from physworld.models.probe import object_positions
 from physworld.plan.planners import (
+    PlanCost,
     action_bounds,
     as_model_obs,
     check_probe,
@@ -43,6 +44,7 @@ from physworld.plan.planners import (
 )
 
 ObsKind = Literal["latent", "state"]
+RewardKind = Literal["goal", "shaped"]
 OBS_LIMIT = 1e6  # latents are unbounded; a wide finite box (Gymnasium warns on infinite ones)
 
 
@@ -72,6 +74,7 @@ class _Dream:
         action_low: Sequence[float] | None,
         action_high: Sequence[float] | None,
         device: str,
+        reward: RewardKind = "goal",
     ):
         import physworld  # noqa: F401  (registers the worlds)
 
@@ -97,6 +100,11 @@ class _Dream:
         if not (self.reward_head or "goal" in info):
             raise ValueError(f"{self.world} has no goal and the model no reward head: nothing to reward")
         self.objects = object_indices(self.model, objects) if self.has_goal else []
+        if reward not in ("goal", "shaped"):
+            raise ValueError(f"reward must be 'goal' or 'shaped', got {reward!r}")
+        if reward == "shaped" and not self.has_goal:
+            raise ValueError("a shaped reward is the planners' goal cost: it needs a world with a goal")
+        self.shaping = PlanCost(self.model, "state", self.objects) if reward == "shaped" else None
         self.obs_kind, self.context = obs, context
         self.max_steps = int(max_steps or getattr(self.real[0], "max_steps", 100))
         self.low, self.high = action_bounds(self.model, action_low, action_high)
@@ -163,7 +171,11 @@ class _Dream:
             return self.model.reward(self.z).float().cpu().numpy(), np.zeros(len(self.z), bool)
         distance = self.distance()
         arena = float(self.model.config.arena_size)
-        return -distance / arena, distance <= self.tolerance
+        if self.shaping is None:
+            return -distance / arena, distance <= self.tolerance
+        goal = torch.as_tensor(self.goal, device=self.device)
+        cost = self.shaping.step_costs(self.z[:, None, None], goal)[:, 0, 0].cpu().numpy()
+        return -cost / arena, distance <= self.tolerance
 
     def distance(self) -> np.ndarray:
         pos = object_positions(self.model.read_state(self.z))[:, self.objects].cpu().numpy()
@@ -209,7 +221,9 @@ class DreamEnv(gym.Env):
 
     Observations: the latent (``obs="latent"``) or the probe's state (``obs="state"``), followed
     by the goal positions when the world has a goal. ``reset(seed=s)`` starts from the real
-    world's ``reset(seed=s)``.
+    world's ``reset(seed=s)``. ``reward="goal"`` is the world's reward (``-distance / arena``);
+    ``reward="shaped"`` is minus the planners' per-step cost / arena (on Push it adds the agent's
+    distance to the pushing spot, which a policy otherwise has to discover by chance).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -220,6 +234,7 @@ class DreamEnv(gym.Env):
         world: str | None = None,
         *,
         obs: ObsKind = "latent",
+        reward: RewardKind = "goal",
         objects: Sequence[str | int] | None = None,
         max_steps: int | None = None,
         context: int = 8,
@@ -230,7 +245,7 @@ class DreamEnv(gym.Env):
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.dream = _Dream(model, 1, world, obs, objects, max_steps, context, action_low, action_high, device)
+        self.dream = _Dream(model, 1, world, obs, objects, max_steps, context, action_low, action_high, device, reward)
         self.model = self.dream.model
         self.action_space = self.dream.action_space
         self.observation_space = self.dream.observation_space
@@ -270,6 +285,7 @@ class DreamVectorEnv(VectorEnv):
         world: str | None = None,
         *,
         obs: ObsKind = "latent",
+        reward: RewardKind = "goal",
         objects: Sequence[str | int] | None = None,
         max_steps: int | None = None,
         context: int = 8,
@@ -285,7 +301,9 @@ class DreamVectorEnv(VectorEnv):
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("DreamVectorEnv supports NEXT_STEP and SAME_STEP autoreset")
-        self.dream = _Dream(model, num_envs, world, obs, objects, max_steps, context, action_low, action_high, device)
+        self.dream = _Dream(
+            model, num_envs, world, obs, objects, max_steps, context, action_low, action_high, device, reward
+        )
         self.model, self.num_envs, self.render_mode = self.dream.model, num_envs, render_mode
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": 15, "autoreset_mode": mode}
         self.single_action_space = self.dream.action_space

@@ -45,7 +45,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB: a 64x64 PNG is a few kB; anything near this is abuse
 MAX_IMAGE_SIDE = 2048  # uploaded images are resized to the model's size; bigger ones are refused
 MAX_RATE = 60.0  # client messages per second (burst: 2 s worth)
-MAX_RECORD_FRAMES = 600  # a GIF of at most 40 s at 15 fps
+MAX_RECORD_FRAMES = 300  # a GIF of at most 20 s at 15 fps (a few MB)
 KEYS = {  # move name -> keyboard keys (KeyboardEvent.key values)
     "left": ["ArrowLeft", "a"],
     "right": ["ArrowRight", "d"],
@@ -81,12 +81,16 @@ class PlayConfig:
 
 @dataclass
 class Control:
-    """One thing the player can hold: a latent action (``code``) or a world action (``vector``)."""
+    """One thing the player can hold: a latent action (``code``) or a world action (``vector``).
+
+    ``move`` names the true move it stands for (from the world, or the fitted lookup), if any.
+    """
 
     label: str
     keys: list[str] = field(default_factory=list)
     code: int | None = None
     vector: np.ndarray | None = None
+    move: str | None = None
 
     def public(self, index: int) -> dict[str, Any]:
         return {"index": index, "label": self.label, "keys": self.keys}
@@ -102,7 +106,13 @@ class BadMessage(ValueError):
 class Session:
     """One player's world: the model, its latent state, the controls and the recording."""
 
-    def __init__(self, model: WorldModel, start: np.ndarray | None = None, env: Any = None, seed: int | None = None):
+    def __init__(
+        self,
+        model: WorldModel,
+        start: np.ndarray | None = None,
+        env: Any = None,
+        seed: int | None = None,
+    ):
         self.model = model.eval()
         self.env, self.seed = env, seed
         self.latent_actions = hasattr(model, "predict_latent")
@@ -116,8 +126,7 @@ class Session:
         if (not self.decoder or not self.pixels) and env is None:
             raise ValueError("this model's states are drawn by its world: pass a world")
         self.controls = self._latent_controls() if self.latent_actions else world_controls(env)
-        names = [c.label.split(" ")[-1] for c in self.controls]
-        self.idle = next((i for i, n in enumerate(names) if n in IDLE_NAMES), 0)
+        self.idle = next((i for i, c in enumerate(self.controls) if c.move in IDLE_NAMES), 0)
         world_start = self._world_start() if env is not None else None  # also sets the world's look
         if start is None and world_start is None:
             raise ValueError("give a start image or a world to take the start frame from")
@@ -127,20 +136,18 @@ class Session:
 
     # controls
     def _latent_controls(self) -> list[Control]:
-        m = self.model
-        names = list(m.config.action_names)
+        """One control per latent action: digit keys, plus the move keys of the latent action
+        the fitted lookup maps each move to (e.g. the arrow keys of left / right / jump)."""
+        m, names = self.model, list(self.model.config.action_names)
         controls = []
         for code in range(m.config.codes):
-            keys = [str(code + 1)] if code < 9 else []
-            label = f"latent {code}"
             meaning = int(m.code_to_action[code]) if names else -1
-            if meaning >= 0:
-                name = names[meaning]
-                label += f" → {name}"
-                if int(m.action_to_code[meaning]) == code:  # the code this move maps to
-                    keys += KEYS.get(name, [])
-                    label = f"latent {code} → {name}"
-            controls.append(Control(label, keys, code=code))
+            label = f"latent {code}" + (f" → {names[meaning]}" if meaning >= 0 else "")
+            move = (
+                names[meaning] if meaning >= 0 and int(m.action_to_code[meaning]) == code else None
+            )
+            keys = ([str(code + 1)] if code < 9 else []) + KEYS.get(move or "", [])
+            controls.append(Control(label, keys, code=code, move=move))
         return controls
 
     @property
@@ -179,7 +186,9 @@ class Session:
         """Advance one step with control ``index``; returns the new frame (uint8 ``[H, W, 3]``)."""
         control = self.controls[index]
         if control.code is not None:
-            self.z = self.model.predict_latent(self.z, torch.tensor([[control.code]], device=self.z.device))[:, 0]
+            self.z = self.model.predict_latent(
+                self.z, torch.tensor([[control.code]], device=self.z.device)
+            )[:, 0]
         else:
             action = torch.as_tensor(control.vector, dtype=torch.float32, device=self.z.device)
             self.z = self.model.predict(self.z, action[None, None])[:, 0]
@@ -212,7 +221,11 @@ class Session:
             self.recording = [self.frame]
             return None
         frames, self.recording = self.recording or [self.frame], None
-        return {"type": "gif", "data": base64.b64encode(html.gif(frames, fps=15, scale=4)).decode(), "frames": len(frames)}
+        return {
+            "type": "gif",
+            "data": base64.b64encode(html.gif(frames, fps=15, scale=3)).decode(),
+            "frames": len(frames),
+        }
 
 
 def has_decoder(model: WorldModel) -> bool:
@@ -232,17 +245,20 @@ def world_controls(env: Any) -> list[Control]:
     world = env.unwrapped
     names = getattr(world, "ACTION_NAMES", None)
     if names:
-        return [Control(name, KEYS.get(name, []), vector=world.one_hot(i)) for i, name in enumerate(names)]
+        return [
+            Control(name, KEYS.get(name, []), vector=world.one_hot(i), move=name)
+            for i, name in enumerate(names)
+        ]
     low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
     mid = (low + high) / 2
-    controls = [Control("none", [], vector=mid)]
+    controls = [Control("none", [], vector=mid, move="none")]
     if np.all(high == low):
         return controls
     axes = [("left", 0, low), ("right", 0, high), ("down", 1, low), ("up", 1, high)]
     for name, dim, bound in axes[: 2 * min(2, len(low))]:
         vector = mid.copy()
         vector[dim] = bound[dim]
-        controls.append(Control(name, KEYS[name], vector=vector))
+        controls.append(Control(name, KEYS[name], vector=vector, move=name))
     return controls
 
 
@@ -266,7 +282,9 @@ def decode_image(data: Any, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(raw)) as im:
             if max(im.size) > MAX_IMAGE_SIDE:
-                raise BadMessage(f"image: {im.size[0]}x{im.size[1]} is larger than {MAX_IMAGE_SIDE} pixels a side")
+                raise BadMessage(
+                    f"image: {im.size[0]}x{im.size[1]} is larger than {MAX_IMAGE_SIDE} pixels a side"
+                )
             rgb = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise BadMessage("image: not a readable PNG/JPEG image") from None
@@ -289,12 +307,16 @@ def parse_message(text: Any, n_controls: int) -> dict[str, Any]:
     if kind == "action":
         index = msg.get("action")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_controls:
-            raise BadMessage(f"action: 'action' must be an integer in [0, {n_controls}), got {index!r}")
+            raise BadMessage(
+                f"action: 'action' must be an integer in [0, {n_controls}), got {index!r}"
+            )
     elif kind == "record":
         if not isinstance(msg.get("on"), bool):
             raise BadMessage("record: 'on' must be true or false")
     elif kind not in ("reset", "image"):
-        raise BadMessage(f"unknown message type {kind[:40]!r} (expected action, reset, image or record)")
+        raise BadMessage(
+            f"unknown message type {kind[:40]!r} (expected action, reset, image or record)"
+        )
     return msg
 
 
@@ -382,13 +404,20 @@ def create_app(
                     elif msg["type"] == "image":
                         if not session.pixels:
                             raise BadMessage("this model reads state vectors, not images")
-                        commands.append(("image", decode_image(msg.get("data"), session.start.shape[:2])))
+                        commands.append(
+                            ("image", decode_image(msg.get("data"), session.start.shape[:2]))
+                        )
                     else:
                         commands.append((msg["type"], msg.get("on")))
                 except BadMessage as err:
                     await send({"type": "error", "message": str(err)})
                 except Exception as err:  # a bug must not end the game: report it, play on
-                    await send({"type": "error", "message": f"could not handle that message ({type(err).__name__})"})
+                    await send(
+                        {
+                            "type": "error",
+                            "message": f"could not handle that message ({type(err).__name__})",
+                        }
+                    )
 
         def tick() -> list[dict[str, Any]]:
             """Apply queued commands, then step: runs in a worker thread, off the event loop."""
@@ -474,4 +503,6 @@ def play(cfg: PlayConfig) -> None:
     start, env = load_start(cfg, model)
     app = create_app(model, start, env=env, seed=cfg.seed, fps=cfg.fps)
     print(f"physworld play: open http://{cfg.host}:{cfg.port}/ (Ctrl-C to stop)")
-    uvicorn.run(app, host=cfg.host, port=cfg.port, ws_max_size=2 * MAX_MESSAGE_BYTES, log_level="warning")
+    uvicorn.run(
+        app, host=cfg.host, port=cfg.port, ws_max_size=2 * MAX_MESSAGE_BYTES, log_level="warning"
+    )

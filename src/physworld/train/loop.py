@@ -73,7 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 250  # steps between checkpoints (always one at the end)
     log_every: int = 20  # steps between log lines / TensorBoard points
     probe_steps: int = 1000  # state-probe fitting steps after training (0: no probe)
-    probe_frames: int = 4096  # frames encoded to fit the probe
+    probe_frames: int = 8192  # frames (one per window) encoded to fit the probe
     val_fraction: float = 0.1  # episodes held out to measure the probe's error
     tensorboard: bool = False  # also log to out/tb (needs the `tensorboard` package)
     progress: bool = True  # tqdm progress bar

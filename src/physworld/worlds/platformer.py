@@ -149,7 +149,9 @@ class Platformer(PhysWorld):
         # Colours: a dark background, muted platforms, a bright character, mid-tone boxes.
         hue = float(rng.uniform())
         self.background_color = _hsv(hue, 0.4, float(rng.uniform(0.08, 0.2)))
-        self.platform_color = _hsv(hue + float(rng.uniform(0.3, 0.7)), 0.35, float(rng.uniform(0.45, 0.6)))
+        self.platform_color = _hsv(
+            hue + float(rng.uniform(0.3, 0.7)), 0.35, float(rng.uniform(0.45, 0.6))
+        )
         character_hue = float(rng.uniform())
         self.colors = [np.asarray(_hsv(character_hue, 0.9, 1.0), np.float32)]
         for i in range(self.n_objects - 1):
@@ -159,18 +161,24 @@ class Platformer(PhysWorld):
         self.space = self._new_space(gravity=gravity)
         for x, top, half in self.platforms:
             y0, y1 = top - PLATFORM_THICKNESS, top
-            slab = pymunk.Poly(self.space.static_body, [(x - half, y0), (x + half, y0), (x + half, y1), (x - half, y1)])
+            slab = pymunk.Poly(
+                self.space.static_body,
+                [(x - half, y0), (x + half, y0), (x + half, y1), (x - half, y1)],
+            )
             slab.elasticity, slab.friction = 0.0, 1.0
             self.space.add(slab)
         character = pymunk.Body(1.0, math.inf)  # never rotates
         character.position = spots[0]
         shape = pymunk.Circle(character, r)
         shape.filter = self._feet
-        self._add_object(character, shape, Look("circle", r), 0.0, 0.0)  # frictionless: no wall-sticking
+        # frictionless, so it cannot stick to a wall it runs into while falling
+        self._add_object(character, shape, Look("circle", r), 0.0, 0.0)
         for size, mass, spot in zip(sizes, masses, spots[1:], strict=True):
             box = pymunk.Body(mass, pymunk.moment_for_box(mass, (size, size)))
             box.position = spot
-            self._add_object(box, pymunk.Poly.create_box(box, (size, size)), Look("box", size / 2), 0.0, 0.7)
+            self._add_object(
+                box, pymunk.Poly.create_box(box, (size, size)), Look("box", size / 2), 0.0, 0.7
+            )
 
         self._explore_rng = np.random.default_rng(int(rng.integers(2**63)))
         return {
@@ -187,7 +195,10 @@ class Platformer(PhysWorld):
 
     @staticmethod
     def _place(
-        rng: np.random.Generator, surfaces: list[tuple[float, float, float]], halves: list[float], floor_first: int
+        rng: np.random.Generator,
+        surfaces: list[tuple[float, float, float]],
+        halves: list[float],
+        floor_first: int,
     ) -> list[tuple[float, float]]:
         """Rest each item (half-extent ``halves[i]``) on a surface without overlapping another.
 
@@ -197,7 +208,11 @@ class Platformer(PhysWorld):
         spots = []
         for i, half in enumerate(halves):
             for _ in range(1000):
-                options = [0] if i < floor_first else [k for k, (_, lo, hi) in enumerate(surfaces) if hi - lo > 2.5 * half]
+                options = (
+                    [0]
+                    if i < floor_first
+                    else [k for k, (_, lo, hi) in enumerate(surfaces) if hi - lo > 2.5 * half]
+                )
                 k = options[int(rng.integers(len(options)))]
                 top, lo, hi = surfaces[k]
                 x = float(rng.uniform(lo + half + 0.05, hi - half - 0.05))
@@ -226,7 +241,9 @@ class Platformer(PhysWorld):
         character = self.bodies[CHARACTER]
         (x, y), r = character.position, self.character_radius
         below = y - r - 0.05
-        hit = self.space.segment_query_first((x - 0.6 * r, below), (x + 0.6 * r, below), 0.04, self._feet)
+        hit = self.space.segment_query_first(
+            (x - 0.6 * r, below), (x + 0.6 * r, below), 0.04, self._feet
+        )
         return hit is not None and character.velocity.y < 1.0
 
     def step(self, action):
