@@ -20,7 +20,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path, capsys):
     assert "http://" not in page and "https://" not in page, "the report must be self-contained"
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     accuracy = results["eval"]["in_distribution"]["predictors"]
-    assert accuracy["engine"]["accuracy_at_step"][0] == 1.0
+    assert accuracy["engine_oracle"]["accuracy_at_step"][0] == 1.0
     assert 0.0 <= accuracy["model"]["accuracy_at_step"][0] <= 1.0
     assert results["plan"]["controllers"]["cem"]["plan_ms_median"] > 0
     assert str(report.resolve()) in capsys.readouterr().out
