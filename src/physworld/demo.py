@@ -53,7 +53,7 @@ class DemoConfig:
     out: Path = Path("physworld-demo")
     """Folder for the data sets, checkpoints, results.json and report.html."""
     quick: bool = False
-    """A reduced run (under 3 minutes) for a first look; the full run takes about 15 minutes."""
+    """A reduced run for a first look (target: under 3 minutes; the full run targets 15)."""
     obs: str = "state"
     """Observation kind the world models learn from: state (fast, the accuracy target) or pixels."""
     threads: int = 2
