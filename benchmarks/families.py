@@ -20,7 +20,8 @@ two thirds of its steps on the VAE stage), then score each on the same held-out 
   mode (engine step + render vs ``predict`` + ``decode``, or + the probe without a decoder);
 - **probe on true frames**: the state probe applied to the engine's own frames at each step (no
   prediction): the share of the error that is the probe's, not the dynamics';
-- **training wall time** (of the run that finished; a resumed run counts only its last part) and
+- **training time** (the optimizer steps' wall time, from the loop's samples/s log, so a run
+  resumed after an interruption counts once; the probe fit is not included) and
   **parameters** (without the state probe).
 
 Also written: ``WORK/<world>-<family>-strip.png``, the engine's frames (top row) above the
@@ -40,7 +41,6 @@ if _threads is None and "--threads" in sys.argv[:-1]:
 os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = _threads or "2"
 
 import json  # noqa: E402
-import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -71,22 +71,33 @@ FAMILIES = ("jepa", "rnn", "diffusion")
 EVAL_SEED = 10_000_000
 
 
-def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -> tuple[WorldModel, float]:
+def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -> WorldModel:
     """Train one family (resuming an interrupted run); a finished run is loaded as it is."""
-    timing = out / "wall_time.json"
-    if timing.is_file():  # finished earlier: keep its model and its (complete) wall time
-        return load_model(out / "model").eval(), json.loads(timing.read_text())["seconds"]
-    cfg = TrainConfig(
-        data=str(data), model=family, out=str(out), steps=args.steps, batch_size=args.batch_size,
-        window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
-        probe_frames=args.probe_frames, progress=not args.quiet,
-        rnn=RNNConfig(vae_steps=2 * args.steps // 3), diffusion=DiffusionConfig(),
-    )
-    start = time.perf_counter()
-    path = train(cfg)
-    seconds = time.perf_counter() - start
-    timing.write_text(json.dumps({"seconds": seconds, "steps": args.steps}))
-    return load_model(path).eval(), seconds
+    if not (out / "train_state" / "state.json").is_file() or _step(out) < args.steps:
+        cfg = TrainConfig(
+            data=str(data), model=family, out=str(out), steps=args.steps, batch_size=args.batch_size,
+            window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
+            probe_frames=args.probe_frames, progress=not args.quiet,
+            rnn=RNNConfig(vae_steps=2 * args.steps // 3), diffusion=DiffusionConfig(),
+        )
+        train(cfg)
+    return load_model(out / "model").eval()
+
+
+def _step(out: Path) -> int:
+    return json.loads((out / "train_state" / "state.json").read_text())["step"]
+
+
+def training_seconds(out: Path, batch_size: int) -> float:
+    """Time spent in optimizer steps, from the loop's own samples/s log (exact across resumes:
+    a resumed run drops the lines written after its last checkpoint)."""
+    seconds, previous = 0.0, 0
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "samples_per_s" in row:
+            seconds += (row["step"] - previous) * batch_size / row["samples_per_s"]
+            previous = row["step"]
+    return seconds
 
 
 def shifted(scenes: Scenes, k: int) -> Scenes:
@@ -181,7 +192,8 @@ def main() -> None:
             collect(CollectConfig(world=world, episodes=args.episodes, out=data, obs="pixels", policy=policy, seed=0))
         scenes = None
         for family in args.families.split(","):
-            model, seconds = train_family(family, data, work / f"{name}-{family}", args)
+            model = train_family(family, data, work / f"{name}-{family}", args)
+            seconds = training_seconds(work / f"{name}-{family}", args.batch_size)
             if scenes is None:
                 seeds = list(range(EVAL_SEED, EVAL_SEED + args.eval_episodes))
                 kwargs = {**model.config.world_kwargs, "obs": "pixels"}

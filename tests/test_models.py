@@ -130,14 +130,16 @@ def test_registry_resolves_families_by_name():
 )
 def test_every_part_combination_fulfils_the_contract(pixels, encoder, predictor, critic):
     data = MovingDots(episodes=2, pixels=pixels)
-    model = small_jepa(data, encoder=encoder, predictor=predictor, critic=critic)
+    model = small_jepa(data, encoder=encoder, predictor=predictor, critic=critic, idm_weight=1.0)
     batch = next(data.batches(3))
     z = model.encode(batch["obs"][:, 0])
     assert z.shape == (3, 32)
     assert model.encode(batch["obs"]).shape == (3, 5, 32)  # leading dims are kept
     assert model.predict(z, batch["actions"]).shape == (3, 4, 32)
     out = model.loss(batch, step=1)
-    assert {"loss", "pred", "rollout", "critic", "idm", "std_mean", "std_min", "eff_rank"} <= set(out)
+    assert {"loss", "pred", "rollout", "critic", "idm", "std_mean", "std_min", "eff_rank"} <= set(
+        out
+    )
     assert all(torch.isfinite(v) for v in out.values())
     out["loss"].backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

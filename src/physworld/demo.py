@@ -19,7 +19,7 @@ from physworld.data import CollectConfig, EpisodeStore, collect
 from physworld.eval import EvalConfig, html, run_eval
 from physworld.eval.planning import PlanConfig, evaluate_planning
 from physworld.eval.report import write_json
-from physworld.models import JEPAConfig, load_model
+from physworld.models import STATE_JEPA, JEPAConfig, load_model
 from physworld.runtime import set_threads
 from physworld.train import TrainConfig, train
 
@@ -41,9 +41,6 @@ class Budget:
 FULL = Budget(8, 300, 300, 1500, 1500, 1000, 100, 20)
 QUICK = Budget(3, 40, 40, 100, 100, 200, 10, 2)
 
-# The JEPA recipe the benchmarks found best on 2 CPU cores for state data (see README): a small
-# latent, an MLP predictor (fast enough to beat the engine), VICReg, and an 8-step rollout loss.
-DEMO_JEPA = {"latent_dim": 32, "predictor": "mlp", "critic": "vicreg", "rollout_steps": 8}
 
 
 @dataclass
@@ -113,7 +110,7 @@ def train_world_model(cfg: DemoConfig, world_id: str, episodes: int, steps: int,
         TrainConfig(
             data=str(data), model="jepa", steps=steps, out=str(run), threads=cfg.threads, seed=cfg.seed,
             probe_steps=budget.probe_steps, warmup=min(100, steps // 10), window=10, batch_size=64,
-            jepa=JEPAConfig(**DEMO_JEPA),
+            jepa=JEPAConfig(**STATE_JEPA),
         )
     )
 

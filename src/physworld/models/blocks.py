@@ -117,36 +117,14 @@ def cnn_channels(obs_shape: tuple[int, ...], width: int) -> list[int]:
     return [min(width * 2**i, 8 * width) for i in range(layers)]
 
 
-class SpatialSoftmax(nn.Module):
-    """Keypoints: per channel of a 1x1 projection, the softmax-weighted mean (x, y) in [-1, 1].
-
-    A flattened conv map tells *that* a small object is present far better than *where*;
-    these coordinates are (soft) argmaxes, linear in the object's position and sub-cell
-    precise, which is what reading positions out of a latent needs (Levine et al. 2016).
-    """
-
-    def __init__(self, channels: int, keypoints: int):
-        super().__init__()
-        self.proj = nn.Conv2d(channels, keypoints, 1)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        attention = (self.proj(x).flatten(2).float() / self.log_temperature.exp()).softmax(-1)
-        ys = torch.linspace(-1, 1, h, device=x.device).repeat_interleave(w)
-        xs = torch.linspace(-1, 1, w, device=x.device).repeat(h)
-        return torch.cat([attention @ xs, attention @ ys], -1)  # [B, 2 * keypoints]
-
-
 class CNNEncoder(nn.Module):
-    """Stride-2 4x4 convolutions down to ~4x4, then an MLP head to ``dim``; optionally
-    ``keypoints`` spatial-softmax coordinates taken at 1/4 resolution join the head's input.
+    """Stride-2 4x4 convolutions down to ~4x4, then an MLP head to ``dim``.
 
     No normalisation inside the trunk: on CPU, norm layers are memory-bound and cost more
     time than the convolutions they sit between; the head's LayerNorm is enough.
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32, keypoints: int = 0):
+    def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32):
         super().__init__()
         c, h, w = obs_shape
         layers: list[nn.Module] = []
@@ -154,19 +132,12 @@ class CNNEncoder(nn.Module):
             layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
             c, h, w = out, h // 2, w // 2
         self.trunk = nn.Sequential(*layers)
-        self.tap = min(4, len(layers))  # keypoints read the map after two stride-2 layers
-        tapped = cnn_channels(obs_shape, width)[self.tap // 2 - 1]
-        self.keypoints = SpatialSoftmax(tapped, keypoints) if keypoints else None
-        self.head = mlp([c * h * w + 2 * keypoints, 2 * dim, dim], norm=True)
+        self.head = mlp([c * h * w, 2 * dim, dim], norm=True)
 
     def forward(self, obs: Tensor) -> Tensor:
         # channels-last activations let oneDNN skip layout reorders (a large win in bf16 on CPU)
         x = pixels_to_float(obs).contiguous(memory_format=torch.channels_last)
-        if self.keypoints is None:
-            return self.head(self.trunk(x).flatten(1))
-        early = self.trunk[: self.tap](x)
-        features = [self.trunk[self.tap :](early).flatten(1), self.keypoints(early).to(early.dtype)]
-        return self.head(torch.cat(features, 1))
+        return self.head(self.trunk(x).flatten(1))
 
 
 class CNNDecoder(nn.Module):

@@ -68,6 +68,8 @@ class RNNConfig(ModelConfig):
     )
     vae_frames: int = 2  # frames per window the VAE stage trains on (random; 0: all). Neighbouring
     # frames are near duplicates, so a few per window carry most of the signal at a fraction of the cost
+    rollout_weight: float = 0.0  # stage 2 extra: MSE of an open-loop rollout (most likely means) after
+    # one teacher-forced step, against the true encodings (0: the paper's MDN loss alone)
     kl_weight: float = 1.0
     free_bits: float = 0.5  # nats per latent dimension that the KL does not penalise
     obs_sigma: float | None = (
@@ -287,12 +289,14 @@ class RNNWorldModel(WorldModel):
     def predict(self, z: Tensor, actions: Tensor) -> Tensor:
         """Roll the MDN-RNN out open loop: ``[B, latent_dim + 2 * hidden]`` -> ``[B, H, same]``."""
         self.check_actions(actions)
-        c = self.config
-        z, h, mem_c = self.split(z)
-        memory, out = self._memory(h, mem_c), []
+        return self.rollout(z, actions, self.config.sample)
+
+    def rollout(self, state: Tensor, actions: Tensor, sample: bool) -> Tensor:
+        z, h, c = self.split(state)
+        memory, out = self._memory(h, c), []
         for t in range(actions.shape[1]):
             mixture, _, memory = self.rnn(z[:, None], actions[:, t : t + 1], memory)
-            z = mdn_draw(*(p[:, 0] for p in mixture), c.temperature, c.sample)
+            z = mdn_draw(*(p[:, 0] for p in mixture), self.config.temperature, sample)
             out.append(torch.cat([z, memory[0][0], memory[1][0]], -1))
         return torch.stack(out, 1)
 
@@ -322,7 +326,19 @@ class RNNWorldModel(WorldModel):
         nll = mdn_nll(*mixture, z[:, 1:]).mean() / self.config.latent_dim
         with torch.no_grad():
             err = (mdn_draw(*mixture, 1.0, False) - z[:, 1:]).pow(2).mean()
-        return {"loss": nll, "mdn_nll": nll.detach(), "pred_mse": err, "stage": nll.new_ones(())}
+        out = {"mdn_nll": nll.detach(), "pred_mse": err, "stage": nll.new_ones(())}
+        if self.config.rollout_weight and actions.shape[1] > 1:
+            out["rollout"] = self.rollout_loss(z, actions)
+            nll = nll + self.config.rollout_weight * out["rollout"]
+        return {"loss": nll, **out}
+
+    def rollout_loss(self, z: Tensor, actions: Tensor) -> Tensor:
+        """MSE of ``predict`` from the second frame (memory warmed up on the first) vs the encodings:
+        teacher forcing alone never shows the model its own predictions."""
+        _, _, memory = self.rnn(z[:, :1], actions[:, :1])
+        state = torch.cat([z[:, 1], memory[0][0], memory[1][0]], -1)
+        pred = self.split(self.rollout(state, actions[:, 1:], sample=False))[0]
+        return F.mse_loss(pred, z[:, 2:])
 
     def vae_loss(self, obs: Tensor) -> dict[str, Tensor]:
         """Reconstruction (sum of squares / 2 sigma^2) + KL with free bits, per observation."""
