@@ -64,7 +64,7 @@ from physworld.models import WorldModel, load_model  # noqa: E402
 from physworld.models.diffusion import DiffusionConfig  # noqa: E402
 from physworld.models.rnn import RNNConfig  # noqa: E402
 from physworld.runtime import set_threads  # noqa: E402
-from physworld.train import TrainConfig, train  # noqa: E402
+from physworld.train import TrainConfig, train, training_seconds  # noqa: E402
 
 WORLDS = {"balls": ("physworld/Balls-v0", "random"), "push": ("physworld/Push-v0", "mixed")}
 FAMILIES = ("jepa", "rnn", "diffusion")
@@ -86,18 +86,6 @@ def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -
 
 def _step(out: Path) -> int:
     return json.loads((out / "train_state" / "state.json").read_text())["step"]
-
-
-def training_seconds(out: Path, batch_size: int) -> float:
-    """Time spent in optimizer steps, from the loop's own samples/s log (exact across resumes:
-    a resumed run drops the lines written after its last checkpoint)."""
-    seconds, previous = 0.0, 0
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "samples_per_s" in row:
-            seconds += (row["step"] - previous) * batch_size / row["samples_per_s"]
-            previous = row["step"]
-    return seconds
 
 
 def shifted(scenes: Scenes, k: int) -> Scenes:

@@ -26,6 +26,12 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path, capsys):
     assert str(report.resolve()) in capsys.readouterr().out
 
 
+def test_demo_refuses_an_unknown_family_before_any_work(tmp_path: Path):
+    with pytest.raises(KeyError, match="no-such-family"):
+        main(["demo", "--quick", "--models", "jepa,no-such-family", "--out", str(tmp_path / "demo")])
+    assert not (tmp_path / "demo").exists()
+
+
 def test_every_subcommand_explains_itself(capsys):
     for command in ("worlds", "collect", "train", "eval", "plan", "demo", "play"):
         with pytest.raises(SystemExit) as exit_info:

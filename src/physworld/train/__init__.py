@@ -13,7 +13,9 @@ from physworld.train.loop import (
     build_model,
     fit,
     parse_config,
+    read_metrics,
     train,
+    training_seconds,
 )
 
-__all__ = ["TrainConfig", "TrainingDiverged", "build_model", "fit", "parse_config", "train"]
+__all__ = ["TrainConfig", "TrainingDiverged", "build_model", "fit", "parse_config", "read_metrics", "train", "training_seconds"]

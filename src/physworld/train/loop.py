@@ -24,6 +24,7 @@ import inspect
 import itertools
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -227,6 +228,23 @@ def fit(model: WorldModel, windows: Any, cfg: TrainConfig, eval_windows: Any | N
 
 
 # --- the loop -------------------------------------------------------------------------------
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.jsonl`` (training logs, then the probe's row)."""
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def training_seconds(run: str | os.PathLike, batch_size: int) -> float:
+    """Time spent in optimizer steps, from the loop's own samples/s log: exact across resumes (a
+    resumed run drops the lines written after its last checkpoint), probe fit not included."""
+    seconds, previous = 0.0, 0
+    for row in read_metrics(run):
+        if "samples_per_s" in row:
+            seconds += (row["step"] - previous) * batch_size / row["samples_per_s"]
+            previous = row["step"]
+    return seconds
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -1,0 +1,111 @@
+"""The three JEPA critics on the same pixel data and budget: collapse diagnostics and probe error.
+
+    python benchmarks/critics.py [--worlds balls,push] [--critics sigreg,vicreg,ema] [--steps 1500]
+                                 [--episodes 200] [--threads 2] [--work runs/critics]
+
+For each world, one pixel dataset (64x64; Balls: random pushes of ball 0, Push: the mixed
+expert/random policy) and, for each critic, the default JEPA (CNN encoder, transformer
+predictor) trained with the same seed, steps and batches. Printed per run, as a Markdown table:
+
+- **training time**: the optimizer steps' wall time (from the loop's samples/s log);
+- **collapse diagnostics** at the end of training: mean and smallest per-dimension std of the
+  latent batch, its effective rank (of ``latent_dim``), and the critic's own value;
+- **probe error**: the state probe fitted on frozen single-frame latents of the training
+  episodes, measured on held-out episodes: mean object-position error as a percentage of the
+  arena width (target < 2%), overall and per object.
+
+Runs already finished under ``--work`` are reused, interrupted ones resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--worlds", default="balls,push")
+parser.add_argument("--critics", default="sigreg,vicreg,ema")
+parser.add_argument("--episodes", type=int, default=200, help="training episodes per world (10%% held out)")
+parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
+parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--window", type=int, default=6)
+parser.add_argument("--probe-steps", type=int, default=2000)
+parser.add_argument("--probe-frames", type=int, default=8192)
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--work", default="runs/critics")
+args = parser.parse_args()
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before torch
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from physworld.data import CollectConfig, EpisodeStore, Windows, collect  # noqa: E402
+from physworld.models import JEPAConfig, load_model  # noqa: E402
+from physworld.models.probe import encode_frames  # noqa: E402
+from physworld.train import TrainConfig, read_metrics, train, training_seconds  # noqa: E402
+
+WORLDS = {"balls": ("physworld/Balls-v0", "random"), "push": ("physworld/Push-v0", "mixed")}
+
+
+def per_object_error(run: Path, data: Path) -> list[float]:
+    """Probe position error per object (% of the arena) on the held-out episodes the loop used."""
+    model = load_model(run / "model").eval()
+    _, held_out = EpisodeStore.open(data).split(0.1, seed=0)  # the loop's split (TrainConfig.seed=0)
+    z, states = encode_frames(model, Windows(held_out, args.window), 2048, 64, seed=1)
+    with torch.no_grad():
+        pred = model.read_state(z)
+    n = states.shape[-1] // 6
+    err = (pred.view(-1, n, 6)[..., :2] - states.view(-1, n, 6)[..., :2]).norm(dim=-1).mean(0)
+    return (100 * err / model.config.arena_size).tolist()
+
+
+def main() -> None:
+    work = Path(args.work).resolve()
+    rows = []
+    for name in args.worlds.split(","):
+        world, policy = WORLDS[name]
+        data = work / "data" / name
+        if not data.exists():
+            collect(CollectConfig(world=world, episodes=args.episodes, out=data, obs="pixels", policy=policy, seed=0))
+        for critic in args.critics.split(","):
+            run = work / f"{name}-{critic}"
+            train(
+                TrainConfig(
+                    data=str(data), model="jepa", steps=args.steps, batch_size=args.batch_size, window=args.window,
+                    out=str(run), threads=args.threads, seed=0, probe_steps=args.probe_steps,
+                    probe_frames=args.probe_frames, jepa=JEPAConfig(critic=critic),
+                )
+            )
+            logs = read_metrics(run)
+            last = [r for r in logs if "eff_rank" in r][-1]
+            probe = [r for r in logs if "probe_pos_err" in r][-1]
+            rows.append(
+                {
+                    "world": name, "critic": critic, "train_seconds": training_seconds(run, args.batch_size),
+                    "std_mean": last["std_mean"], "std_min": last["std_min"], "eff_rank": last["eff_rank"],
+                    "critic_value": last["critic"], "probe_pos_err_pct": 100 * probe["probe_pos_err"],
+                    "probe_err_per_object_pct": per_object_error(run, data),
+                }
+            )
+            print(f"{name}/{critic}: done", file=sys.stderr)
+    (work / "results.json").write_text(json.dumps(rows, indent=2))
+    latent = JEPAConfig().latent_dim
+    print(
+        f"\n{args.episodes} pixel episodes per world, {args.steps} steps x {args.batch_size} windows of "
+        f"{args.window}, {args.threads} thread(s); probe error on held-out episodes, % of arena width.\n"
+    )
+    print(f"| world | critic | train (s) | probe error | per object | eff. rank (of {latent}) | std mean | std min | critic value |")
+    print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        per_object = " / ".join(f"{e:.1f}" for e in r["probe_err_per_object_pct"])
+        print(
+            f"| {r['world']} | {r['critic']} | {r['train_seconds']:.0f} | {r['probe_pos_err_pct']:.2f}% | {per_object} "
+            f"| {r['eff_rank']:.1f} | {r['std_mean']:.3f} | {r['std_min']:.3f} | {r['critic_value']:.4g} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
