@@ -52,6 +52,13 @@ def test_same_data_whatever_the_number_of_parallel_envs(tmp_path: Path):
         assert np.array_equal(a.actions, b.actions)
 
 
+def test_a_relative_output_folder_works(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = collect(small(Path("data"), obs="state"))
+    assert path == tmp_path / "data" / "balls"
+    assert len(EpisodeStore.open(Path("data") / "balls").episodes) == 3
+
+
 def test_existing_dataset_is_not_overwritten_unless_asked(tmp_path: Path):
     path = collect(small(tmp_path, obs="state"))
     before = (path / "main_data.hdf5").read_bytes()

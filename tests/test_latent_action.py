@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -208,3 +209,18 @@ def replace_model(model: LatentAction) -> LatentAction:
     clone = LatentAction(replace(model.config))
     clone.load_state_dict(model.state_dict())
     return clone
+
+
+def test_physworld_eval_reports_genie_metrics_for_this_family(store, tmp_path):
+    from physworld.eval import EvalConfig, evaluate
+
+    model = tiny(store)
+    path = model.save(tmp_path / "model")
+    report = evaluate(EvalConfig(model=path, episodes=4, threads=1, out=tmp_path / "eval"))
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    metrics = results["latent_action"]
+    assert metrics["delta_psnr"] == pytest.approx(metrics["psnr_inferred"] - metrics["psnr_random"])
+    assert 0.0 <= metrics["probe_lookup_acc"] <= 1.0 and 1 <= metrics["codes_used"] <= 4
+    assert "ΔtPSNR" in report.read_text()
+    with pytest.raises(ValueError, match="trained on 'physworld/Platformer-v0'"):
+        evaluate(EvalConfig(model=path, world="physworld/Balls-v0", out=tmp_path / "other"))

@@ -177,7 +177,7 @@ class EpisodeWriter:
     ):
         from minari.dataset.minari_storage import MinariStorage
 
-        self.out = Path(out)
+        self.out = Path(out).absolute()  # Minari joins a relative path with itself
         if self.out.exists() and not overwrite:
             raise FileExistsError(f"{self.out} already exists (pass --overwrite to replace it)")
         self.partial = self.out.with_name(self.out.name + ".partial")

@@ -257,6 +257,8 @@ def run_eval(cfg: EvalConfig, model: WorldModel | None = None) -> Evaluation:
     if model is None:
         model = load_model(path, device)
     model = model.to(device).eval()
+    if model.config.family == "latent-action":  # no object states to score: Genie's own metrics
+        return latent_action_evaluation(cfg, model, path, threads)
     check_model(model, cfg)
     c = model.config
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
@@ -308,6 +310,28 @@ def run_eval(cfg: EvalConfig, model: WorldModel | None = None) -> Evaluation:
         if ood_scenes is not None and ood_rollout is not None:
             sections.append(animation_section("Engine vs model, out of distribution", ood_scenes, ood_rollout, 1))
     return Evaluation(results, sections)
+
+
+def latent_action_evaluation(cfg: EvalConfig, model: WorldModel, path: Path, threads: int) -> Evaluation:
+    """``physworld eval`` for the latent-action family: ΔtPSNR, action probes, codebook, frames."""
+    from physworld.eval.latent_action import evaluate_on_fresh_episodes, latent_action_section
+
+    if cfg.world is not None and cfg.world != model.config.world:
+        raise ValueError(f"the model was trained on {model.config.world!r}, not on {cfg.world!r}: evaluate it on its own world")
+    started = time.perf_counter()
+    metrics = evaluate_on_fresh_episodes(model, cfg.episodes, cfg.seed, Path(cfg.out) / "held-out-episodes")
+    results = {
+        "model": {"path": str(path), "family": model.config.family},
+        "settings": {"world": model.config.world, "episodes": cfg.episodes, "seed": cfg.seed, "threads": threads},
+        "latent_action": metrics,
+        "headline": {"statement": (
+            f"ΔtPSNR {metrics['delta_psnr']:.2f} dB; action probe {100 * metrics['probe_lookup_acc']:.1f}% (lookup table), "
+            f"{100 * metrics['probe_linear_acc']:.1f}% (linear); {metrics['codes_used']:.0f} codes used."
+        )},
+        "versions": versions(),
+        "seconds": time.perf_counter() - started,
+    }
+    return Evaluation(results, [latent_action_section(metrics)])
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:

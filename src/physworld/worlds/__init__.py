@@ -16,12 +16,20 @@ WORLDS: dict[str, str] = {
     "physworld/Balls-v0": "N balls (default 3) of varied size and mass colliding elastically in a box; passive, or push ball 0",
     "physworld/Push-v0": "a disc agent (2-D velocity actions) pushes a rotating square block onto a goal",
     "physworld/Platformer-v0": "a character runs left/right and jumps (4 move scores, argmax) over platforms under gravity, pushing boxes",
+    "physworld/Springs-v0": "particles joined by hidden springs (a fixed graph per graph_seed), pushed one at a time; for causal discovery",
+    "physworld/Occluder-v0": "a ball rolls behind an occluder; possible/impossible clips for violation-of-expectation",
+    "physworld/Tower-v0": "a tower of 2-6 blocks with random offsets stands or falls under gravity (passive; physbench stability)",
+    "physworld/MiniPhyre-v0": "place a red ball so that, under gravity, the green ball comes to touch the blue one (6 scene templates; physbench Mini-PHYRE)",
 }
 
 _ENTRY_POINTS = {
     "physworld/Balls-v0": "physworld.worlds.balls:Balls",
     "physworld/Push-v0": "physworld.worlds.push:Push",
+    "physworld/MiniPhyre-v0": "physworld.worlds.phyre:MiniPhyre",
     "physworld/Platformer-v0": "physworld.worlds.platformer:Platformer",
+    "physworld/Springs-v0": "physworld.worlds.springs:Springs",
+    "physworld/Occluder-v0": "physworld.worlds.occluder:Occluder",
+    "physworld/Tower-v0": "physworld.worlds.tower:Tower",
 }
 
 # tests/test_worlds.py runs the full `check_env` on every world, so gym.make's passive checker

@@ -9,13 +9,13 @@ out-of-distribution splits are a matter of passing other ranges.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Unpack
 
 import gymnasium as gym
 import numpy as np
 import pymunk
 
-from physworld.worlds.base import Look, ObsMode, PhysWorld, Range, check_range, uniform
+from physworld.worlds.base import Look, PhysWorld, Range, WorldOptions, check_range, uniform
 
 MAX_BALLS = 50
 PACKING_LIMIT = 0.35  # fraction of the arena the largest possible balls may cover
@@ -47,15 +47,9 @@ class Balls(PhysWorld):
         gravity_range: Range = (0.0, 0.0),
         controllable: bool = False,
         control_force: float = 10.0,
-        obs: ObsMode = "pixels",
-        image_size: int = 64,
-        render_mode: str | None = None,
-        dt: float = 1 / 60,
-        frame_skip: int = 4,
-        max_steps: int = 100,
-        max_speed: float = 20.0,
-        antialias: bool = True,
+        **options: Unpack[WorldOptions],
     ) -> None:
+        max_speed = options.get("max_speed", self.DEFAULT_MAX_SPEED)
         self.n_balls_range = check_range("n_balls", n_balls, 1, MAX_BALLS, integer=True)
         self.radius_range = check_range("radius_range", radius_range, 0.05, self.arena_size / 4)
         self.density_range = check_range("density_range", density_range, 1e-3, 1e3)
@@ -80,14 +74,7 @@ class Balls(PhysWorld):
             n_objects=n_max,
             object_names=[f"ball{i}" for i in range(n_max)],
             action_space=action_space,
-            obs=obs,
-            image_size=image_size,
-            render_mode=render_mode,
-            dt=dt,
-            frame_skip=frame_skip,
-            max_steps=max_steps,
-            max_speed=max_speed,
-            antialias=antialias,
+            **options,
         )
 
     def _build(self, rng: np.random.Generator) -> dict[str, Any]:

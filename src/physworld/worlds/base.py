@@ -9,13 +9,17 @@ A world subclasses :class:`PhysWorld` and fills four hooks:
 - ``_task(state)`` returns ``(reward, terminated, extra_info)`` (default: ``0, False, {}``);
 - ``_draw_static(canvas)`` paints what does not move, e.g. a goal (default: nothing).
 
+A world's constructor takes its own parameters plus ``**options: Unpack[WorldOptions]`` (the
+observation mode, image size, timing and limits) and passes the options on to
+``PhysWorld.__init__``; :func:`check_number` and :func:`check_range` validate its parameters.
+
 Everything else (observation modes, truncation, determinism, ``render_state``) lives here once.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import gymnasium as gym
 import numpy as np
@@ -53,6 +57,31 @@ def check_range(
     return (int(lo), int(hi)) if integer else (lo, hi)
 
 
+def check_number(name: str, value: Any, low: float, high: float) -> float:
+    """Validate one number in ``[low, high]`` (not a bool) and return it as a float."""
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high):
+        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+class WorldOptions(TypedDict, total=False):
+    """The options every world passes through to :class:`PhysWorld` (``**options``).
+
+    Defaults are :meth:`PhysWorld.__init__`'s unless a world's docstring says otherwise:
+    ``obs="pixels"``, ``image_size=64``, ``render_mode=None``, ``dt=1/60``, ``frame_skip=4``,
+    ``max_steps=100``, ``max_speed=PhysWorld.DEFAULT_MAX_SPEED`` (20), ``antialias=True``.
+    """
+
+    obs: ObsMode  # "pixels" (uint8 frames) or "state" (the float32 state vector)
+    image_size: int  # frame side in pixels, >= 16
+    render_mode: str | None  # None or "rgb_array"
+    dt: float  # seconds per physics step, in (0, 0.1]
+    frame_skip: int  # physics steps per env step, >= 1
+    max_steps: int  # env steps before truncation, >= 1
+    max_speed: float  # speed cap (units/s), also the state bound
+    antialias: bool  # anti-aliased drawing
+
+
 def uniform(rng: np.random.Generator, bounds: Range) -> float:
     """One draw from ``bounds`` as a Python float (always consumes the generator, for determinism)."""
     return float(rng.uniform(bounds[0], bounds[1]))
@@ -83,6 +112,7 @@ class PhysWorld(gym.Env):
     STATE_FIELDS = ("x", "y", "vx", "vy", "angle", "angvel")
     arena_size: float = 10.0
     MAX_ANGULAR_SPEED = 100.0  # rad/s; spins are capped like speeds so the state is bounded
+    DEFAULT_MAX_SPEED = 20.0  # units/s; worlds that bound a speed by max_speed read it from here
 
     def __init__(
         self,
@@ -96,7 +126,7 @@ class PhysWorld(gym.Env):
         dt: float = 1 / 60,
         frame_skip: int = 4,
         max_steps: int = 100,
-        max_speed: float = 20.0,
+        max_speed: float = DEFAULT_MAX_SPEED,
         antialias: bool = True,
     ) -> None:
         if obs not in ("pixels", "state"):

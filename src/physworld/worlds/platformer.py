@@ -27,13 +27,21 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Any
+from typing import Any, Unpack
 
 import gymnasium as gym
 import numpy as np
 import pymunk
 
-from physworld.worlds.base import Look, ObsMode, PhysWorld, Range, check_range, uniform
+from physworld.worlds.base import (
+    Look,
+    PhysWorld,
+    Range,
+    WorldOptions,
+    check_number,
+    check_range,
+    uniform,
+)
 
 ACTION_NAMES = ("noop", "left", "right", "jump")
 NOOP, LEFT, RIGHT, JUMP = range(4)
@@ -59,6 +67,8 @@ class Platformer(PhysWorld):
     Per seed: platform positions and widths, where the character and the boxes start (boxes
     rest on the floor or on a platform), box sizes and masses, and every colour (background,
     platforms, character, boxes). ``info["grounded"]`` says whether a jump would launch now.
+
+    ``**options``: :class:`~physworld.worlds.base.WorldOptions` (here ``max_steps`` defaults to 200).
     """
 
     ACTION_NAMES = ACTION_NAMES
@@ -74,30 +84,18 @@ class Platformer(PhysWorld):
         run_speed: float = 7.5,
         jump_speed: float = 16.5,
         character_radius: float = 0.5,
-        obs: ObsMode = "pixels",
-        image_size: int = 64,
-        render_mode: str | None = None,
-        dt: float = 1 / 60,
-        frame_skip: int = 4,
-        max_steps: int = 200,
-        max_speed: float = 20.0,
-        antialias: bool = True,
+        **options: Unpack[WorldOptions],
     ) -> None:
+        options.setdefault("max_steps", 200)
+        max_speed = options.get("max_speed", self.DEFAULT_MAX_SPEED)
         self.n_boxes_range = check_range("n_boxes", n_boxes, 0, MAX_BOXES, integer=True)
         self.n_platforms_range = check_range("n_platforms", n_platforms, 0, 3, integer=True)
         self.box_size_range = check_range("box_size_range", box_size_range, 0.3, 1.5)
         self.box_mass_range = check_range("box_mass_range", box_mass_range, 1e-2, 1e2)
         self.gravity_range = check_range("gravity_range", gravity_range, 1.0, 100.0)
-        for name, value, low, high in [
-            ("run_speed", run_speed, 0.1, max_speed),
-            ("jump_speed", jump_speed, 0.1, max_speed),
-            ("character_radius", character_radius, 0.2, 0.8),
-        ]:
-            if not (isinstance(value, int | float) and low <= value <= high):
-                raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-        self.run_speed = float(run_speed)
-        self.jump_speed = float(jump_speed)
-        self.character_radius = float(character_radius)
+        self.run_speed = check_number("run_speed", run_speed, 0.1, max_speed)
+        self.jump_speed = check_number("jump_speed", jump_speed, 0.1, max_speed)
+        self.character_radius = check_number("character_radius", character_radius, 0.2, 0.8)
         self.platforms: list[tuple[float, float, float]] = []  # (centre x, top y, half width)
         self.platform_color = (90.0, 90.0, 90.0)
         self.background_color = (22.0, 24.0, 30.0)
@@ -109,14 +107,7 @@ class Platformer(PhysWorld):
             n_objects=1 + n_max,
             object_names=["character"] + [f"box{i}" for i in range(n_max)],
             action_space=gym.spaces.Box(0.0, 1.0, (len(ACTION_NAMES),), np.float32),
-            obs=obs,
-            image_size=image_size,
-            render_mode=render_mode,
-            dt=dt,
-            frame_skip=frame_skip,
-            max_steps=max_steps,
-            max_speed=max_speed,
-            antialias=antialias,
+            **options,
         )
 
     @staticmethod

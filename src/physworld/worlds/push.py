@@ -7,21 +7,35 @@ and imposed before every physics substep; contacts still slow the agent down wit
 so a heavier block is pushed more slowly. The goal is a position (the block's orientation is
 free) drawn as a dim disc of radius ``goal_tolerance``: the episode succeeds, and terminates,
 when the block's centre is inside it.
+
+With ``n_blocks > 1`` (multi-step manipulation) there are as many blocks and goals, to be done in
+order: the *stage* is the first block (in order) not on its goal, the expert and a planner work
+on that block, and the episode succeeds when every block is on its goal at once. Knocking a
+placed block off its goal sends the stage back to it, so the stage is a function of the state.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Unpack
 
 import gymnasium as gym
 import numpy as np
 import pymunk
 
-from physworld.worlds.base import Look, ObsMode, PhysWorld, Range, check_range, uniform
+from physworld.worlds.base import (
+    Look,
+    PhysWorld,
+    Range,
+    WorldOptions,
+    check_number,
+    check_range,
+    uniform,
+)
 from physworld.worlds.render import BACKGROUND, object_color
 
 AGENT, BLOCK = 0, 1
+MAX_BLOCKS = 3
 
 
 class Push(PhysWorld):
@@ -34,6 +48,7 @@ class Push(PhysWorld):
     def __init__(
         self,
         *,
+        n_blocks: int = 1,
         block_size_range: Range = (1.5, 1.5),
         block_mass_range: Range = (1.0, 1.0),
         friction_range: Range = (0.5, 0.5),
@@ -42,45 +57,31 @@ class Push(PhysWorld):
         agent_mass: float = 1.0,
         agent_speed: float = 5.0,
         goal_tolerance: float = 0.5,
-        obs: ObsMode = "pixels",
-        image_size: int = 64,
-        render_mode: str | None = None,
-        dt: float = 1 / 60,
-        frame_skip: int = 4,
-        max_steps: int = 100,
-        max_speed: float = 20.0,
-        antialias: bool = True,
+        **options: Unpack[WorldOptions],
     ) -> None:
+        max_speed = options.get("max_speed", self.DEFAULT_MAX_SPEED)
         self.block_size_range = check_range("block_size_range", block_size_range, 0.2, 3.0)
         self.block_mass_range = check_range("block_mass_range", block_mass_range, 1e-3, 1e3)
         self.friction_range = check_range("friction_range", friction_range, 0.0, 10.0)
         self.damping_range = check_range("damping_range", damping_range, 0.0, 1.0)
-        for name, value, low, high in [
-            ("agent_radius", agent_radius, 0.1, 1.5),
-            ("agent_mass", agent_mass, 1e-3, 1e3),
-            ("agent_speed", agent_speed, 0.1, max_speed),
-            ("goal_tolerance", goal_tolerance, 0.01, 3.0),
-        ]:
-            if not (isinstance(value, int | float) and low <= value <= high):
-                raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-        self.agent_radius = float(agent_radius)
-        self.agent_mass = float(agent_mass)
-        self.agent_speed = float(agent_speed)
-        self.goal_tolerance = float(goal_tolerance)
-        self.goal = np.zeros(2, np.float32)
+        if not isinstance(n_blocks, int | np.integer) or not 1 <= n_blocks <= MAX_BLOCKS:
+            raise ValueError(f"n_blocks must be an integer in [1, {MAX_BLOCKS}], got {n_blocks!r}")
+        self.n_blocks = int(n_blocks)
+        self.agent_radius = check_number("agent_radius", agent_radius, 0.1, 1.5)
+        self.agent_mass = check_number("agent_mass", agent_mass, 1e-3, 1e3)
+        self.agent_speed = check_number("agent_speed", agent_speed, 0.1, max_speed)
+        self.goal_tolerance = check_number("goal_tolerance", goal_tolerance, 0.01, 3.0)
+        self.goal = np.zeros(2, np.float32)  # the first block's goal
+        self.goals = np.zeros((self.n_blocks, 2), np.float32)
+        self.stage = 0
+        self._solved = 0
         self._keep = 1.0
+        names = ["block"] + [f"block{i + 1}" for i in range(1, self.n_blocks)]
         super().__init__(
-            n_objects=2,
-            object_names=["agent", "block"],
+            n_objects=1 + self.n_blocks,
+            object_names=["agent", *names],
             action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
-            obs=obs,
-            image_size=image_size,
-            render_mode=render_mode,
-            dt=dt,
-            frame_skip=frame_skip,
-            max_steps=max_steps,
-            max_speed=max_speed,
-            antialias=antialias,
+            **options,
         )
 
     def _build(self, rng: np.random.Generator) -> dict[str, Any]:
@@ -97,22 +98,32 @@ class Push(PhysWorld):
             if np.linalg.norm(goal - block_xy) > 2.0 * self.goal_tolerance + side / 2:
                 break
         block_angle = float(rng.uniform(-math.pi / 4, math.pi / 4))
+        blocks, goals, angles = [block_xy], [goal], [block_angle]
+        for _ in range(1, self.n_blocks):  # (draws nothing for one block: its scenes stay as they were)
+            b, g = self._another_block(rng, lo, hi, side, blocks + goals)
+            blocks.append(b)
+            goals.append(g)
+            angles.append(float(rng.uniform(-math.pi / 4, math.pi / 4)))
+        blocks[: self._solved] = goals[: self._solved]
         r = self.agent_radius
         while True:
             agent_xy = rng.uniform(r, self.arena_size - r, size=2)
-            if np.linalg.norm(agent_xy - block_xy) > side / math.sqrt(2) + r + 0.1:
+            if all(np.linalg.norm(agent_xy - b) > side / math.sqrt(2) + r + 0.1 for b in blocks):
                 break
         self.goal = goal.astype(np.float32)
+        self.goals = np.stack(goals).astype(np.float32)
 
         self.space = self._new_space(damping=damping)
         self._keep = damping**self.dt  # velocity fraction pymunk's damping keeps per substep
         agent = pymunk.Body(self.agent_mass, math.inf)  # a disc that never spins
         agent.position = agent_xy.tolist()
         self._add_object(agent, pymunk.Circle(agent, r), Look("circle", r), 0.0, friction)
-        block = pymunk.Body(block_mass, pymunk.moment_for_box(block_mass, (side, side)))
-        block.position, block.angle = block_xy.tolist(), block_angle
-        shape = pymunk.Poly.create_box(block, (side, side))
-        self._add_object(block, shape, Look("box", side / 2), 0.0, friction)
+        for xy, angle in zip(blocks, angles, strict=True):
+            block = pymunk.Body(block_mass, pymunk.moment_for_box(block_mass, (side, side)))
+            block.position, block.angle = xy.tolist(), angle
+            shape = pymunk.Poly.create_box(block, (side, side))
+            self._add_object(block, shape, Look("box", side / 2), 0.0, friction)
+        extra = {"goals": tuple(map(tuple, self.goals.tolist()))} if self.n_blocks > 1 else {}
         return {
             "block_size": side,
             "block_mass": block_mass,
@@ -123,7 +134,33 @@ class Push(PhysWorld):
             "agent_speed": self.agent_speed,
             "goal": tuple(self.goal.tolist()),
             "goal_tolerance": self.goal_tolerance,
+            **extra,
         }
+
+    def _another_block(
+        self, rng: np.random.Generator, lo: float, hi: float, side: float, taken: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A further block and its goal, each clear of every block and goal drawn so far (so no
+        block starts on another's goal, and the agent can pass between any two)."""
+        gap = side * math.sqrt(2) + 0.2
+        for _ in range(10_000):
+            b, g = rng.uniform(lo, hi, size=2), rng.uniform(lo, hi, size=2)
+            if (
+                min(np.linalg.norm(b - o) for o in taken) > gap
+                and min(np.linalg.norm(g - o) for o in taken) > gap
+                and np.linalg.norm(g - b) > 2.0 * self.goal_tolerance + side / 2
+            ):
+                return b, g
+        raise RuntimeError(f"no room for {self.n_blocks} blocks of side {side}: lower n_blocks or block_size_range")
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """``options={"solved": k}`` starts the first ``k`` blocks on their goals (the same scene
+        otherwise): with two blocks and ``k = 1``, the single push of the last block."""
+        solved = (options or {}).get("solved", 0)
+        if not isinstance(solved, int | np.integer) or not 0 <= solved < self.n_blocks:
+            raise ValueError(f"options['solved'] must be an integer in [0, {self.n_blocks - 1}], got {solved!r}")
+        self._solved = int(solved)
+        return super().reset(seed=seed, options=options)
 
     def _control(self, action: np.ndarray) -> None:
         """Reach the commanded velocity within one substep, through a force.
@@ -142,18 +179,33 @@ class Push(PhysWorld):
         )
 
     def _task(self, state: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
+        if self.n_blocks > 1:
+            return self._staged_task(state)
         distance = float(np.hypot(*(state[6:8] - self.goal)))
         success = distance <= self.goal_tolerance
+        self.stage = int(success)
         return (
             -distance / self.arena_size,
             success,
             {"is_success": success, "goal": self.goal.copy()},
         )
 
+    def _staged_task(self, state: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
+        """Several blocks: minus the summed block-goal distances; success when all are on."""
+        distances = np.linalg.norm(state.reshape(self.n_objects, 6)[BLOCK:, :2] - self.goals, axis=1)
+        on = distances <= self.goal_tolerance
+        success = bool(on.all())
+        self.stage = self.n_blocks if success else int(np.argmin(on))  # the first block not on its goal
+        return (
+            -float(distances.sum()) / self.arena_size,
+            success,
+            {"is_success": success, "goal": self.goals.reshape(-1).copy(), "stage": self.stage},
+        )
+
     def _draw_static(self, canvas: np.ndarray) -> None:
-        color = 0.45 * object_color(BLOCK) + 0.55 * np.asarray(BACKGROUND, np.float32)
-        x, y = self.goal.tolist()
-        self.renderer.circle(canvas, x, y, self.goal_tolerance, color)
+        for i, (x, y) in enumerate(self.goals.tolist()):
+            color = 0.45 * object_color(BLOCK + i) + 0.55 * np.asarray(BACKGROUND, np.float32)
+            self.renderer.circle(canvas, x, y, self.goal_tolerance, color)
 
     def expert_action(self) -> np.ndarray:
         """A scripted pusher: get behind the block on the goal line, then push along it.
@@ -163,8 +215,9 @@ class Push(PhysWorld):
         while steering back onto the line, slowing near the goal so the block does not overshoot.
         """
         state = self._state.reshape(self.n_objects, 6)
-        agent, block = state[AGENT, :2].astype(np.float64), state[BLOCK, :2].astype(np.float64)
-        to_goal = self.goal - block
+        k = min(self.stage, self.n_blocks - 1)  # the block being worked on (several blocks: in order)
+        agent, block = state[AGENT, :2].astype(np.float64), state[BLOCK + k, :2].astype(np.float64)
+        to_goal = self.goals[k] - block
         distance = float(np.linalg.norm(to_goal))
         if distance < 1e-6:
             return np.zeros(2, np.float32)

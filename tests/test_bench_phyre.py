@@ -1,0 +1,126 @@
+"""physbench Mini-PHYRE: the world, PHYRE's AUCCESS, the engine's ground truth, and the task's run."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import physworld  # noqa: F401  (registers the worlds)
+from physworld.eval.bench import phyre
+from physworld.eval.bench.base import BenchConfig, TrainBudget, train_for_task
+from physworld.models import load_model
+from physworld.worlds.phyre import GREEN, RED, TEMPLATES, MiniPhyre
+
+
+@pytest.mark.parametrize("obs", ["state", "pixels"])
+def test_world_passes_check_env(obs: str):
+    env = gym.make("physworld/MiniPhyre-v0", obs=obs, render_mode="rgb_array").unwrapped
+    with warnings.catch_warnings():  # the no-op action space Box(0, 0) is intended
+        warnings.filterwarnings("ignore", ".*A Box action space maximum and minimum")
+        check_env(env, skip_render_check=False)
+    assert env.n_objects == 6 and env.action_space.shape == (1,)
+
+
+def test_world_is_deterministic_and_placement_changes_only_the_red_ball():
+    env = MiniPhyre(obs="state")
+    a, _ = env.reset(seed=5)
+    spots = env.sample_placements(2, np.random.default_rng(0))
+    b, _ = env.reset(seed=5)
+    assert np.array_equal(a, b)
+    c, info = env.reset(seed=5, options={"placement": spots[1]})
+    assert np.allclose(c.reshape(6, 6)[RED, :2], spots[1])
+    assert np.array_equal(np.delete(c.reshape(6, 6), RED, 0), np.delete(a.reshape(6, 6), RED, 0))
+    assert info["template"] in TEMPLATES and info["is_success"] is False
+    d, _ = env.reset(seed=6)
+    assert not np.array_equal(a, d)
+    with pytest.raises(ValueError, match="overlaps"):
+        env.reset(seed=5, options={"placement": a.reshape(6, 6)[GREEN, :2]})  # on the green ball
+    with pytest.raises(ValueError, match="templates"):
+        MiniPhyre(templates=(9,))
+
+
+def test_auccess_on_hand_made_cases():
+    w = phyre.auccess_weights(100)
+    assert w[0] == pytest.approx(math.log(2)) and w.sum() == pytest.approx(math.log(101))
+    first = np.ones((1, 100))
+    never = np.zeros((1, 100))
+    second = np.ones((1, 100))
+    second[0, 0] = 0
+    assert phyre.auccess(first) == pytest.approx(100.0)
+    assert phyre.auccess(never) == 0.0
+    assert phyre.auccess(second) == pytest.approx(100 * (1 - math.log(2) / math.log(101)))
+    assert phyre.auccess(np.concatenate([first, never])) == pytest.approx(50.0)
+    solved = np.array([False, True, False, False])
+    assert phyre.ranked_curve(np.array([1, 0, 2, 3]), solved).tolist() == [1, 1, 1, 1]
+    assert phyre.ranked_curve(np.array([0, 2, 1, 3]), solved).tolist() == [0, 0, 1, 1]
+    # the exact chance curve agrees with averaging every order of a small question
+    rng = np.random.default_rng(0)
+    mc = np.mean([phyre.ranked_curve(rng.permutation(4), solved) for _ in range(20000)], 0)
+    assert np.allclose(phyre.chance_curve(solved), [0.25, 0.5, 0.75, 1.0]) and np.allclose(mc, [0.25, 0.5, 0.75, 1], atol=0.02)
+
+
+def test_engine_ground_truth_and_oracle(monkeypatch):
+    monkeypatch.setattr(phyre, "CANDIDATES", 40)
+    cfg = BenchConfig(out=Path("unused"), quick=True, threads=1)
+    questions, skipped = phyre.make_questions((0,), 2, cfg)
+    assert len(questions) == 2 and skipped >= 0
+    for q in questions:
+        assert q.solved.any() and q.placements.shape == (40, 2)
+        win = int(np.flatnonzero(q.solved)[0])
+        env = phyre.make_env((q.template,))
+        states, ok = phyre.simulate(env, q.seed, q.placements[win])
+        assert ok and np.array_equal(states[0], q.start[win])
+        # the green ball did come within touching distance of the blue one
+        assert phyre.min_gap(states[None])[0] < 0.05
+        oracle = phyre.ranked_curve(np.argsort(~q.solved, kind="stable"), q.solved)
+        assert phyre.auccess(oracle[None]) == 100.0
+        assert phyre.auccess(phyre.chance_curve(q.solved)[None]) < 100.0
+
+
+class TinyPhyre(phyre.MiniPhyreTask):
+    def budget(self, quick: bool) -> TrainBudget:
+        return TrainBudget(episodes=8, steps=20, window=6, probe_steps=30, extra={"latent_dim": 16, "rollout_steps": 4})
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    cfg = BenchConfig(out=tmp_path_factory.mktemp("phyre"), quick=True, threads=1)
+    return load_model(train_for_task(TinyPhyre(), cfg)), cfg
+
+
+def test_run_returns_a_well_formed_result(tiny_model, monkeypatch):
+    monkeypatch.setattr(phyre, "CANDIDATES", 20)
+    monkeypatch.setattr(phyre, "QUESTIONS", {True: 1, False: 1})
+    model, cfg = tiny_model
+    result = phyre.MiniPhyreTask().run(model, cfg)
+    kinds = {r.kind for r in result.rows}
+    assert kinds == {"model", "baseline", "oracle"} and result.model_value() is not None
+    assert all(r.value == 100.0 for r in result.rows if r.kind == "oracle")
+    assert all(0.0 <= r.value <= 100.0 for r in result.rows)
+    assert result.details["within"]["questions"] == 4 and result.details["cross"]["questions"] == 2
+    json.dumps(result.details)
+    assert len(result.sections) == 2 and "<img" in result.sections[1]
+    assert result.target and result.reference
+
+
+def test_run_refuses_models_that_cannot_answer(tiny_model, tmp_path: Path):
+    model, cfg = tiny_model
+    other = load_model(model.save(tmp_path / "m"))
+    other.config.world = "physworld/Balls-v0"
+    with pytest.raises(ValueError, match="MiniPhyre"):
+        phyre.MiniPhyreTask().run(other, cfg)
+    other = load_model(model.save(tmp_path / "m2"))
+    other.config.action_dim = 2
+    with pytest.raises(ValueError, match="action_dim"):
+        phyre.MiniPhyreTask().run(other, cfg)
+    other = load_model(model.save(tmp_path / "m3"))
+    other.probe.fitted.fill_(False)
+    with pytest.raises(ValueError, match="probe"):
+        phyre.MiniPhyreTask().run(other, cfg)
