@@ -33,6 +33,7 @@ from typing import Any
 import anyio
 import numpy as np
 import torch
+import tyro
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
@@ -59,9 +60,9 @@ GONE = (WebSocketDisconnect, RuntimeError, OSError)  # what sending to a vanishe
 
 @dataclass
 class PlayConfig:
-    """Play a trained world model in the browser (``physworld play --model runs/x``)."""
+    """Play a trained world model in the browser (``physworld play runs/x``)."""
 
-    model: Path = Path("runs/latent-action")
+    model: tyro.conf.Positional[Path] = Path("runs/latent-action")
     """Checkpoint folder, or a training run folder holding one in model/."""
     image: Path | None = None
     """Start frame as an image file (PNG/JPEG; resized to the model's size). Pixel models only."""
