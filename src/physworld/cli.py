@@ -12,6 +12,7 @@ import tyro
 from physworld.data.collect import CollectConfig, collect
 from physworld.demo import DemoConfig, demo
 from physworld.eval import EvalConfig, evaluate
+from physworld.eval.bench import BenchConfig, bench
 from physworld.eval.planning import PlanConfig, run_planning
 from physworld.train import TrainConfig, parse_config, train
 
@@ -43,6 +44,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "eval": (EvalConfig, evaluate),
     "plan": (PlanConfig, run_planning),
     "demo": (DemoConfig, demo),
+    "bench": (BenchConfig, bench),
 }
 
 try:  # the play page needs the [web] extra (FastAPI, uvicorn)

@@ -1,9 +1,8 @@
 """Tower: a stack of 2-6 blocks on the floor, with random horizontal offsets, under gravity.
 
 The physbench *stability* world (``physworld bench --tasks stability``): will the tower fall
-within 2 s? Each episode is one tower, built at rest, and the engine lets it stand or fall; the
-default episode is exactly 2 s of simulated time (30 env steps of 4 x 1/60 s). Nothing is
-controlled: the action space is the no-op ``Box(0, 0, (1,))``, as in passive Balls.
+within 2 s? Each episode is one tower, built at rest, and the engine lets it stand or fall for
+4 s (30 env steps of 16 x 1/120 s; the question is about the first 15). Nothing is controlled: the action space is the no-op ``Box(0, 0, (1,))``, as in passive Balls.
 
 **Blocks.** Identical by default (``block_width_range`` x ``block_height_range``, both a single
 value), so the state vector alone fixes the configuration: a model reading states needs no size
@@ -64,8 +63,9 @@ class Tower(PhysWorld):
     ``info["params"]`` holds the block count, sizes, offsets (``x[k] - x[k-1]`` as a fraction of
     the block width), ``static_margin`` (:func:`static_margin`) and ``statically_stable``.
 
-    ``**options``: :class:`~physworld.worlds.base.WorldOptions` (here ``frame_skip`` defaults to
-    8 and ``max_steps`` to 30: an episode is 2 s).
+    ``**options``: :class:`~physworld.worlds.base.WorldOptions`; here ``dt`` defaults to 1/120 s
+    (a 1/60 s step lets tall stacks jitter over under this gravity), ``frame_skip`` to 16 (an env
+    step is 2/15 s, so 2 s is 15 steps) and ``max_steps`` to 30 (an episode is 4 s).
     """
 
     def __init__(
@@ -76,14 +76,15 @@ class Tower(PhysWorld):
         block_height_range: Range = (0.8, 0.8),
         density_range: Range = (1.0, 1.0),
         wobble_range: Range = (0.1, 0.9),
-        base_x_range: Range = (4.0, 6.0),
+        base_x_range: Range = (4.5, 5.5),
         stable_fraction: float | None = 0.5,
         friction_range: Range = (0.8, 0.8),
         gravity_range: Range = (50.0, 50.0),
         solver_iterations: int = 30,
         **options: Unpack[WorldOptions],
     ) -> None:
-        options.setdefault("frame_skip", 8)
+        options.setdefault("dt", 1 / 120)
+        options.setdefault("frame_skip", 16)
         options.setdefault("max_steps", 30)
         self.n_blocks_range = check_range("n_blocks", n_blocks, 1, MAX_BLOCKS, integer=True)
         self.block_width_range = check_range("block_width_range", block_width_range, 0.3, 3.0)
