@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
@@ -12,10 +14,17 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from test_plan import WORLD, NoProbe, PointMass, point_config
 
-import physworld.plan  # noqa: F401  (registers physworld/Dream-v0)
+import physworld  # noqa: F401  (registers physworld/Dream-v0)
 from physworld.plan import DreamEnv, DreamVectorEnv, RealWorldObservation
 
 torch.set_num_threads(1)
+
+
+def test_import_physworld_registers_the_dream_without_importing_torch():
+    """Env worker processes import physworld; registering the dream must not cost them torch."""
+    script = "import sys, gymnasium as gym, physworld; print('physworld/Dream-v0' in gym.registry, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
 
 
 @pytest.mark.parametrize("obs", ["latent", "state"])

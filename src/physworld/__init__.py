@@ -1,6 +1,7 @@
 """physworld: learned world models of physical environments.
 
-Importing the package registers every world as ``physworld/<Name>-v0`` with Gymnasium.
+Importing the package registers every world as ``physworld/<Name>-v0`` with Gymnasium, and the
+dream (a trained model served as an environment) as ``physworld/Dream-v0``.
 
 It also makes OpenMP threads sleep rather than spin while they wait (``OMP_WAIT_POLICY=PASSIVE``,
 unless set already; it only takes effect if torch is imported after physworld): on a shared
@@ -13,6 +14,15 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import gymnasium as gym  # noqa: E402
+
 from physworld import worlds as worlds  # noqa: E402, F401  (registers the environments)
+
+if "physworld/Dream-v0" not in gym.registry:  # string entry points: nothing heavy is imported here
+    gym.register(
+        id="physworld/Dream-v0",
+        entry_point="physworld.plan.dream:DreamEnv",
+        vector_entry_point="physworld.plan.dream:DreamVectorEnv",
+    )
 
 __version__ = "0.1.0"

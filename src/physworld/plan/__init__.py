@@ -1,13 +1,13 @@
 """Planning with a world model: CEM, MPPI and gradient planners, the MPC loop, the dream env.
 
-Importing this package registers ``physworld/Dream-v0`` with Gymnasium (``gymnasium.make``
-builds a :class:`DreamEnv`, ``gymnasium.make_vec`` a :class:`DreamVectorEnv`).
+``physworld/Dream-v0`` is registered on ``import physworld`` (``gymnasium.make`` builds a
+:class:`DreamEnv`, ``gymnasium.make_vec`` a :class:`DreamVectorEnv`).
 
     planner = CEMPlanner(model)            # goal="state": compare probe readouts with the goal
     action = planner.act(obs, info["goal"])
 """
 
-from physworld.plan.dream import DreamEnv, DreamVectorEnv, RealWorldObservation, register
+from physworld.plan.dream import DreamEnv, DreamVectorEnv, RealWorldObservation
 from physworld.plan.mpc import Episode, ExpertPolicy, RandomPolicy, run_mpc
 from physworld.plan.planners import (
     PLANNERS,
@@ -19,8 +19,6 @@ from physworld.plan.planners import (
     load_planning_model,
     make_planner,
 )
-
-register()
 
 __all__ = [
     "PLANNERS",

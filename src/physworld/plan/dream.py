@@ -9,9 +9,8 @@ else the probe's state with the world's own ``render_state``.
 
 ``gymnasium.make("physworld/Dream-v0", model=PATH_OR_MODEL)`` builds a :class:`DreamEnv`;
 ``gymnasium.make_vec("physworld/Dream-v0", num_envs=N, model=...)`` a batched
-:class:`DreamVectorEnv` (one predictor call for all N per step). The id is registered when
-``physworld.plan`` is imported; ``gymnasium.make("physworld.plan:physworld/Dream-v0", ...)``
-imports it on the way.
+:class:`DreamVectorEnv` (one predictor call for all N per step). The id is registered on
+``import physworld`` with string entry points, so registering imports no torch.
 
 Predictions run open loop from an anchor latent over at most ``context`` actions (the horizon
 a planner also rolls out over, which gives history-based predictors their history); when the
@@ -387,13 +386,3 @@ class RealWorldObservation(gym.ObservationWrapper):
         d = self.dream_core
         z = d._encode([observation])
         return policy_observation(d.model, z, None if self.goal is None else self.goal[None], d.obs_kind)[0]
-
-
-def register() -> None:
-    """Register ``physworld/Dream-v0`` (single and vector entry points) once."""
-    if "physworld/Dream-v0" not in gym.registry:
-        gym.register(
-            id="physworld/Dream-v0",
-            entry_point="physworld.plan.dream:DreamEnv",
-            vector_entry_point="physworld.plan.dream:DreamVectorEnv",
-        )
