@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import causal
-from physworld.eval.bench.base import BenchConfig, TrainBudget, train_for_task
+from physworld.eval.bench.base import TrainBudget
 from physworld.models import load_model
 from physworld.worlds.springs import Springs, spring_graph
 
@@ -83,15 +83,9 @@ def test_engine_oracle_recovers_the_graph(graph_seed: int):
     assert np.allclose(score, score.T) and not np.diag(corr).any()
 
 
-class TinyCausal(causal.CausalTask):
-    def budget(self, quick: bool) -> TrainBudget:
-        return TrainBudget(episodes=6, steps=20, policy="expert", probe_steps=30, extra={"latent_dim": 16})
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    cfg = BenchConfig(out=tmp_path_factory.mktemp("causal"), quick=True, threads=1)
-    return load_model(train_for_task(TinyCausal(), cfg)), cfg
+def tiny_model(train_tiny):
+    return train_tiny(causal.CausalTask(), TrainBudget(episodes=6, steps=20, policy="expert", probe_steps=30, extra={"latent_dim": 16}))
 
 
 def test_run_returns_a_well_formed_result(tiny_model):

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import manipulation
-from physworld.eval.bench.base import BenchConfig, TrainBudget, train_for_task
+from physworld.eval.bench.base import TrainBudget
 from physworld.models import load_model
 from physworld.worlds import Push
 
@@ -59,15 +59,9 @@ def test_expert_solves_two_block_push_in_order():
     assert wins >= 8  # measured: 27/30 over seeds 0-29 (median 82 steps)
 
 
-class TinyManipulation(manipulation.ManipulationTask):
-    def budget(self, quick: bool) -> TrainBudget:
-        return TrainBudget(episodes=6, steps=20, policy="mixed", probe_steps=30, extra={"latent_dim": 16})
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    cfg = BenchConfig(out=tmp_path_factory.mktemp("manipulation"), quick=True, threads=1)
-    return load_model(train_for_task(TinyManipulation(), cfg)), cfg
+def tiny_model(train_tiny):
+    return train_tiny(manipulation.ManipulationTask(), TrainBudget(episodes=6, steps=20, policy="mixed", probe_steps=30, extra={"latent_dim": 16}))
 
 
 def test_staged_planner_follows_the_stage(tiny_model):

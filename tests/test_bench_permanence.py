@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import permanence
-from physworld.eval.bench.base import BenchConfig, TrainBudget, train_for_task
+from physworld.eval.bench.base import TrainBudget
 from physworld.models import load_model
 from physworld.worlds.occluder import Occluder
 
@@ -90,16 +90,10 @@ def test_pairs_are_matched_and_the_engine_oracle_is_right(questions: permanence.
     assert permanence.pairwise_accuracy(np.array(err[::2]), np.array(err[1::2])) == 1.0
 
 
-class TinyPermanence(permanence.PermanenceTask):
-    def budget(self, quick: bool) -> TrainBudget:
-        return TrainBudget(episodes=4, steps=4, obs="pixels", window=4, probe_steps=0,
-                           extra={"predictor": "transformer", "encoder_width": 4, "latent_dim": 8})
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    cfg = BenchConfig(out=tmp_path_factory.mktemp("permanence"), quick=True, threads=1)
-    return load_model(train_for_task(TinyPermanence(), cfg)), cfg
+def tiny_model(train_tiny):
+    return train_tiny(permanence.PermanenceTask(), TrainBudget(episodes=4, steps=4, obs="pixels", window=4, probe_steps=0,
+                           extra={"predictor": "transformer", "encoder_width": 4, "latent_dim": 8}))
 
 
 def test_run_returns_a_well_formed_result(tiny_model):

@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import phyre
-from physworld.eval.bench.base import BenchConfig, TrainBudget, train_for_task
+from physworld.eval.bench.base import BenchConfig, TrainBudget
 from physworld.models import load_model
 from physworld.worlds.phyre import GREEN, RED, TEMPLATES, MiniPhyre
 
@@ -84,15 +84,9 @@ def test_engine_ground_truth_and_oracle(monkeypatch):
         assert phyre.auccess(phyre.chance_curve(q.solved)[None]) < 100.0
 
 
-class TinyPhyre(phyre.MiniPhyreTask):
-    def budget(self, quick: bool) -> TrainBudget:
-        return TrainBudget(episodes=8, steps=20, window=6, probe_steps=30, extra={"latent_dim": 16, "rollout_steps": 4})
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    cfg = BenchConfig(out=tmp_path_factory.mktemp("phyre"), quick=True, threads=1)
-    return load_model(train_for_task(TinyPhyre(), cfg)), cfg
+def tiny_model(train_tiny):
+    return train_tiny(phyre.MiniPhyreTask(), TrainBudget(episodes=8, steps=20, window=6, probe_steps=30, extra={"latent_dim": 16, "rollout_steps": 4}))
 
 
 def test_run_returns_a_well_formed_result(tiny_model, monkeypatch):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import gymnasium as gym
 import numpy as np
@@ -58,6 +58,19 @@ def policy_observation(model: WorldModel, z: Tensor, goal: np.ndarray | None, ki
     return np.concatenate(parts, 1).clip(-OBS_LIMIT, OBS_LIMIT).astype(np.float32)
 
 
+class DreamOptions(TypedDict, total=False):
+    """The keywords :class:`DreamEnv` and :class:`DreamVectorEnv` share (see ``_Dream``)."""
+
+    obs: ObsKind  # "latent" (default) or "state": what the policy observes
+    reward: RewardKind  # "goal" (default) or "shaped"
+    objects: Sequence[str | int] | None  # the goal objects (default: the world's)
+    max_steps: int | None  # truncation (default: the world's)
+    context: int  # actions rolled out from one anchor latent (default 8)
+    action_low: Sequence[float] | None  # tighter action bounds than the world's
+    action_high: Sequence[float] | None
+    device: str  # "cpu" (default), "cuda", "auto"
+
+
 class _Dream:
     """The batched core both environments share: ``n`` dreams advanced by one predict call."""
 
@@ -65,15 +78,16 @@ class _Dream:
         self,
         model: str | os.PathLike | WorldModel,
         n: int,
-        world: str | None,
-        obs: ObsKind,
-        objects: Sequence[str | int] | None,
-        max_steps: int | None,
-        context: int,
-        action_low: Sequence[float] | None,
-        action_high: Sequence[float] | None,
-        device: str,
+        world: str | None = None,
+        *,
+        obs: ObsKind = "latent",
         reward: RewardKind = "goal",
+        objects: Sequence[str | int] | None = None,
+        max_steps: int | None = None,
+        context: int = 8,
+        action_low: Sequence[float] | None = None,
+        action_high: Sequence[float] | None = None,
+        device: str = "cpu",
     ):
         import physworld  # noqa: F401  (registers the worlds)
 
@@ -232,19 +246,12 @@ class DreamEnv(gym.Env):
         model: str | os.PathLike | WorldModel,
         world: str | None = None,
         *,
-        obs: ObsKind = "latent",
-        reward: RewardKind = "goal",
-        objects: Sequence[str | int] | None = None,
-        max_steps: int | None = None,
-        context: int = 8,
-        action_low: Sequence[float] | None = None,
-        action_high: Sequence[float] | None = None,
         render_mode: str | None = None,
-        device: str = "cpu",
+        **options: Unpack[DreamOptions],
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.dream = _Dream(model, 1, world, obs, objects, max_steps, context, action_low, action_high, device, reward)
+        self.dream = _Dream(model, 1, world, **options)
         self.model = self.dream.model
         self.action_space = self.dream.action_space
         self.observation_space = self.dream.observation_space
@@ -283,26 +290,17 @@ class DreamVectorEnv(VectorEnv):
         num_envs: int = 8,
         world: str | None = None,
         *,
-        obs: ObsKind = "latent",
-        reward: RewardKind = "goal",
-        objects: Sequence[str | int] | None = None,
-        max_steps: int | None = None,
-        context: int = 8,
-        action_low: Sequence[float] | None = None,
-        action_high: Sequence[float] | None = None,
         render_mode: str | None = None,
-        device: str = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        **_: Any,  # make_vec passes max_episode_steps; truncation is max_steps here
+        max_episode_steps: int | None = None,  # make_vec passes it; truncation is max_steps here
+        **options: Unpack[DreamOptions],
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("DreamVectorEnv supports NEXT_STEP and SAME_STEP autoreset")
-        self.dream = _Dream(
-            model, num_envs, world, obs, objects, max_steps, context, action_low, action_high, device, reward
-        )
+        self.dream = _Dream(model, num_envs, world, **options)
         self.model, self.num_envs, self.render_mode = self.dream.model, num_envs, render_mode
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": 15, "autoreset_mode": mode}
         self.single_action_space = self.dream.action_space
