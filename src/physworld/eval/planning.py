@@ -22,6 +22,7 @@ import numpy as np
 import tyro
 
 from physworld.eval import html
+from physworld.eval.job import ModelJobConfig
 from physworld.eval.report import versions, write_json
 from physworld.models import WorldModel
 from physworld.plan import ExpertPolicy, RandomPolicy, load_planning_model, make_planner, run_mpc
@@ -31,13 +32,9 @@ from physworld.runtime import pick_device, set_threads
 
 
 @dataclass
-class PlanConfig:
+class PlanConfig(ModelJobConfig):
     """Plan with a trained model (MPC in the real world) and score it against random and expert."""
 
-    model: tyro.conf.Positional[Path] = Path("runs/jepa")
-    """Checkpoint folder, or a training run folder holding one in model/."""
-    world: str | None = None
-    """World to plan in (None: the model's own). Must be the world the model was trained on."""
     episodes: int = 50
     """Goals (episodes) per controller; episode i is reset with seed + i."""
     planner: Literal["cem", "mppi", "gradient"] = "cem"
@@ -70,10 +67,6 @@ class PlanConfig:
     """Environments planned for together, in one batched call (1: the latency of one robot)."""
     seed: int = 20_000_000
     """Episode i is reset with seed + i; far from collection seeds (0, 1, ...), so held out."""
-    threads: int = 2
-    """CPU threads for PyTorch and BLAS."""
-    device: str = "cpu"
-    """Device for the model: cpu, cuda, auto."""
     out: Path = Path("reports/plan")
     """Folder for results.json and report.html."""
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
-import tyro
 
 from physworld.data.collect import Policy, parse_world_kwargs
 from physworld.eval import html
+from physworld.eval.job import ModelJobConfig
 from physworld.eval.report import (
     animation_section,
     report_steps,
@@ -41,13 +41,9 @@ from physworld.runtime import pick_device, set_threads
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ModelJobConfig):
     """Score a trained model against the physics engine: accuracy, baselines, speed, OOD."""
 
-    model: tyro.conf.Positional[Path] = Path("runs/jepa")
-    """Checkpoint folder, or a training run folder holding one in model/."""
-    world: str | None = None
-    """World to evaluate on (None: the model's own). Must be the world the model was trained on."""
     obs: Literal["pixels", "state"] | None = None
     """Observation kind, pixels or state (None: the model's own). Must match the model's."""
     episodes: int = 200
@@ -78,10 +74,6 @@ class EvalConfig:
     """Scenes animated engine vs model in the report."""
     batch_size: int = 256
     """Scenes per model call while scoring."""
-    threads: int = 2
-    """CPU threads for PyTorch and BLAS (the engine is single-threaded either way)."""
-    device: str = "cpu"
-    """Device for the model: cpu (the fair comparison with the CPU engine), cuda, auto."""
     out: Path = Path("reports/eval")
     """Folder for results.json and report.html."""
 
