@@ -14,6 +14,10 @@ predictor) trained with the same seed, steps and batches. Printed per run, as a 
   episodes, measured on held-out episodes: mean object-position error as a percentage of the
   arena width (target < 2%), overall and per object.
 
+A last row per world, "untrained", fits the same probe on the same frames read by a freshly
+initialised encoder (``--no-baseline`` skips it): the floor that tells whether training taught
+the encoder anything about positions, or lost what random features already carried.
+
 Runs already finished under ``--work`` are reused, interrupted ones resume.
 """
 
@@ -34,6 +38,9 @@ parser.add_argument("--probe-steps", type=int, default=2000)
 parser.add_argument("--probe-frames", type=int, default=8192)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--work", default="runs/critics")
+parser.add_argument(
+    "--no-baseline", action="store_true", help="skip the probe on an untrained encoder"
+)
 args = parser.parse_args()
 os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before torch
 
@@ -43,16 +50,17 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from physworld.data import CollectConfig, EpisodeStore, Windows, collect  # noqa: E402
-from physworld.models import JEPAConfig, load_model  # noqa: E402
-from physworld.models.probe import encode_frames  # noqa: E402
+from physworld.models import JEPAConfig, WorldModel, load_model  # noqa: E402
+from physworld.models.probe import encode_frames, fit_probe  # noqa: E402
+from physworld.runtime import seed_everything  # noqa: E402
 from physworld.train import TrainConfig, read_metrics, train, training_seconds  # noqa: E402
+from physworld.train.loop import build_model  # noqa: E402
 
 WORLDS = {"balls": ("physworld/Balls-v0", "random"), "push": ("physworld/Push-v0", "mixed")}
 
 
-def per_object_error(run: Path, data: Path) -> list[float]:
+def per_object_error(model: WorldModel, data: Path) -> list[float]:
     """Probe position error per object (% of the arena) on the held-out episodes the loop used."""
-    model = load_model(run / "model").eval()
     _, held_out = EpisodeStore.open(data).split(0.1, seed=0)  # the loop's split (TrainConfig.seed=0)
     z, states = encode_frames(model, Windows(held_out, args.window), 2048, 64, seed=1)
     with torch.no_grad():
@@ -60,6 +68,31 @@ def per_object_error(run: Path, data: Path) -> list[float]:
     n = states.shape[-1] // 6
     err = (pred.view(-1, n, 6)[..., :2] - states.view(-1, n, 6)[..., :2]).norm(dim=-1).mean(0)
     return (100 * err / model.config.arena_size).tolist()
+
+
+def finished(run: Path) -> bool:
+    """A run that reached ``--steps`` and fitted its probe is read, not resumed: resuming checks
+    the saved model config against this version's, which refuses runs saved before a new field."""
+    state = run / "train_state" / "state.json"
+    return state.is_file() and json.loads(state.read_text())["step"] >= args.steps and any(
+        "probe_pos_err" in r for r in read_metrics(run)
+    )
+
+
+def untrained_row(name: str, data: Path) -> dict:
+    """The probe fitted exactly as after training, but on a freshly initialised encoder."""
+    store = EpisodeStore.open(data)
+    train_store, held_out = store.split(0.1, seed=0)
+    seed_everything(0)
+    model = build_model(TrainConfig(model="jepa"), store.meta).eval()
+    probe = fit_probe(
+        model, Windows(train_store, args.window), steps=args.probe_steps, frames=args.probe_frames,
+        batch_size=args.batch_size, seed=0, eval_windows=Windows(held_out, args.window),
+    )
+    return {
+        "world": name, "critic": "untrained", "probe_pos_err_pct": 100 * probe["probe_pos_err"],
+        "probe_err_per_object_pct": per_object_error(model, data),
+    }
 
 
 def main() -> None:
@@ -72,13 +105,14 @@ def main() -> None:
             collect(CollectConfig(world=world, episodes=args.episodes, out=data, obs="pixels", policy=policy, seed=0))
         for critic in args.critics.split(","):
             run = work / f"{name}-{critic}"
-            train(
-                TrainConfig(
-                    data=str(data), model="jepa", steps=args.steps, batch_size=args.batch_size, window=args.window,
-                    out=str(run), threads=args.threads, seed=0, probe_steps=args.probe_steps,
-                    probe_frames=args.probe_frames, jepa=JEPAConfig(critic=critic),
+            if not finished(run):
+                train(
+                    TrainConfig(
+                        data=str(data), model="jepa", steps=args.steps, batch_size=args.batch_size, window=args.window,
+                        out=str(run), threads=args.threads, seed=0, probe_steps=args.probe_steps,
+                        probe_frames=args.probe_frames, jepa=JEPAConfig(critic=critic),
+                    )
                 )
-            )
             logs = read_metrics(run)
             last = [r for r in logs if "eff_rank" in r][-1]
             probe = [r for r in logs if "probe_pos_err" in r][-1]
@@ -87,10 +121,12 @@ def main() -> None:
                     "world": name, "critic": critic, "train_seconds": training_seconds(run, args.batch_size),
                     "std_mean": last["std_mean"], "std_min": last["std_min"], "eff_rank": last["eff_rank"],
                     "critic_value": last["critic"], "probe_pos_err_pct": 100 * probe["probe_pos_err"],
-                    "probe_err_per_object_pct": per_object_error(run, data),
+                    "probe_err_per_object_pct": per_object_error(load_model(run / "model").eval(), data),
                 }
             )
             print(f"{name}/{critic}: done", file=sys.stderr)
+        if not args.no_baseline:
+            rows.append(untrained_row(name, data))
     (work / "results.json").write_text(json.dumps(rows, indent=2))
     latent = JEPAConfig().latent_dim
     print(
@@ -101,9 +137,14 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for r in rows:
         per_object = " / ".join(f"{e:.1f}" for e in r["probe_err_per_object_pct"])
-        print(
-            f"| {r['world']} | {r['critic']} | {r['train_seconds']:.0f} | {r['probe_pos_err_pct']:.2f}% | {per_object} "
+        trained = (
             f"| {r['eff_rank']:.1f} | {r['std_mean']:.3f} | {r['std_min']:.3f} | {r['critic_value']:.4g} |"
+            if "eff_rank" in r
+            else "| | | | |"
+        )
+        seconds = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "—"
+        print(
+            f"| {r['world']} | {r['critic']} | {seconds} | {r['probe_pos_err_pct']:.2f}% | {per_object} {trained}"
         )
 
 

@@ -169,9 +169,15 @@ def main() -> None:
     parser.add_argument("--strip", type=int, default=8, help="steps shown in the PNG strips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--table-only", action="store_true", help="print the table from WORK's results files (runs made separately, e.g. one world at a time); train and score nothing")
     args = parser.parse_args()
     set_threads(args.threads)
     work = args.work.resolve()
+    if args.table_only:
+        names = [(w, f) for w in args.worlds.split(",") for f in args.families.split(",")]
+        found = [work / f"{w}-{f}-results.json" for w, f in names]
+        print_table([json.loads(p.read_text()) for p in found if p.is_file()], args)
+        return
     rows = []
     for name in args.worlds.split(","):
         world, policy = WORLDS[name]
@@ -206,7 +212,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     )
     print(
         f"| world | family | params | train (s) | context | acc @1 | acc @10 | acc @{h} | probe on true frames @10 "
-        "| const. velocity @10 | copy last @10 | model steps/s | engine steps/s | speed vs engine |"
+        f"| const. velocity @10 / @{h} | copy last @10 / @{h} | model steps/s | engine steps/s | speed vs engine |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -216,7 +222,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         print(
             f"| {r['world']} | {r['family']} | {r['params']:,} | {r['train_seconds']:.0f} | {r['context']} "
             f"| {100 * acc[0]:.1f}% | {at(r['model'], 10)} | {at(r['model'], h)} | {at(r['probe_on_truth'], 10)} "
-            f"| {at(r['constant_velocity'], 10)} | {at(r['copy_last_state'], 10)} "
+            f"| {at(r['constant_velocity'], 10)} / {at(r['constant_velocity'], h)} "
+            f"| {at(r['copy_last_state'], 10)} / {at(r['copy_last_state'], h)} "
             f"| {s['model_steps_per_s']:,.0f} | {s['engine_steps_per_s']:,.0f} | {s['speedup_model_over_engine']:.2f}x |"
         )
 

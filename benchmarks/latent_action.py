@@ -8,6 +8,9 @@
 2. train ``--model latent-action`` with the shared loop (``physworld.train.fit``), timing it;
 3. score it on held-out episodes: ΔtPSNR (t = 4), the action probe (lookup table fitted on 200
    labelled transitions; linear probe), codebook usage / perplexity, next-frame PSNR / SSIM;
+   and, as an extra figure beside the probe (never instead of it), the probe's ceiling: the
+   engine replays the held-out episodes and tries every move at every step, to count the moves
+   no one could tell apart from the frames (``move_ceiling``);
 4. time the play server's per-frame work (model step + PNG encode) and write a GIF of a
    scripted play session beside the engine given the same moves.
 
@@ -65,7 +68,7 @@ from physworld.runtime import seed_everything, set_threads  # noqa: E402
 from physworld.serve.app import Session  # noqa: E402
 from physworld.train import TrainConfig, fit  # noqa: E402
 from physworld.train.loop import data_fields  # noqa: E402
-from physworld.worlds.platformer import ACTION_NAMES, Platformer  # noqa: E402
+from physworld.worlds.platformer import ACTION_NAMES, Platformer, move_ceiling  # noqa: E402
 
 WORLD = "physworld/Platformer-v0"
 # A scripted play session: (move, steps). Keys map to latent actions through the fitted lookup.
@@ -198,6 +201,12 @@ def main(args: argparse.Namespace) -> None:
         model, Windows(train, cut), Windows(held_out, cut), seed=args.seed
     )
     eval_s = time.perf_counter() - start
+    held_ids = [i for i, e in enumerate(store.episodes) if any(e is h for h in held_out.episodes)]
+    ceiling = move_ceiling(
+        ((store.meta["seed"] + i, store.episodes[i].actions) for i in held_ids),
+        **store.meta["world_kwargs"],
+    )
+    results.update({f"probe_{k}": v for k, v in ceiling.items()})
     # saved with the fitted action lookup: ready for `physworld play --model WORK/run/model`
     model.save(args.work / "run" / "model")
 
@@ -247,7 +256,17 @@ def main(args: argparse.Namespace) -> None:
             "",
         ),
         ("action probe, lookup table (200 fit)", results["probe_lookup_acc"], ">= 0.90"),
+        *[
+            (f"  lookup recall of true {name}", results[f"probe_lookup_recall_{name}"], "")
+            for name in ACTION_NAMES
+            if f"probe_lookup_recall_{name}" in results
+        ],
         ("action probe, linear", results["probe_linear_acc"], ""),
+        (
+            "  extra: ceiling of any frame classifier (engine)",
+            results["probe_ceiling"],
+            f"{results['probe_ambiguous']:.1%} of moves look like another",
+        ),
         ("  majority-class baseline", results["probe_majority_baseline"], ""),
         (
             "codes used / perplexity (held out)",

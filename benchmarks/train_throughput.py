@@ -9,7 +9,8 @@ backward, gradient clipping, AdamW. Batches are synthetic tensors already in mem
 measures the model, not the data loader. FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one step (matmuls and convolutions, forward and
 backward); the reference rate is a square matmul of the same precision, measured in this run
-with the same threads.
+with the same threads. The header names the CPU's vector capability and whether it has native
+bf16 (AVX512-BF16 or AMX): without it, bf16 runs on slow emulation paths.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ parser.add_argument(
 parser.add_argument(
     "--window", type=int, default=6, help="actions per window (TrainConfig default)"
 )
-parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration (at most)")
+parser.add_argument(
+    "--max-seconds",
+    type=float,
+    default=30.0,
+    help="stop timing a configuration after this long (at least one step): bf16 without native "
+    "CPU support can take tens of seconds per step",
+)
+parser.add_argument(
+    "--warmup", type=int, default=2, help="untimed steps first (the first counts FLOPs)"
+)
 parser.add_argument("--state-dim", type=int, default=24, help="state vector size in state mode")
 parser.add_argument("--modes", default="pixels,state")
 parser.add_argument("--precisions", default="fp32,bf16")
@@ -98,15 +109,16 @@ def measure(mode: str, precision: str) -> dict[str, float]:
         precision == "bf16",
     )
     opt = make_optimizer(model, TrainConfig())
-    for step in range(2):  # warm-up: allocator, oneDNN kernel selection
-        train_step(model, opt, batch, bf16, step)
-    with FlopCounterMode(display=False) as counter:
-        train_step(model, opt, batch, bf16, 2)
+    with FlopCounterMode(display=False) as counter:  # on the first warm-up step: it is untimed
+        train_step(model, opt, batch, bf16, 0)
     flops = counter.get_total_flops()
-    start = time.perf_counter()
-    for step in range(args.steps):
-        train_step(model, opt, batch, bf16, 3 + step)
-    seconds = (time.perf_counter() - start) / args.steps
+    for step in range(1, args.warmup):  # warm-up: allocator, oneDNN kernel selection
+        train_step(model, opt, batch, bf16, step)
+    steps, start = 0, time.perf_counter()
+    while steps < args.steps and (steps == 0 or time.perf_counter() - start < args.max_seconds):
+        train_step(model, opt, batch, bf16, args.warmup + steps)
+        steps += 1
+    seconds = (time.perf_counter() - start) / steps
     if args.profile:
         with torch.profiler.profile() as prof:
             train_step(model, opt, batch, bf16, 99)
@@ -117,13 +129,17 @@ def measure(mode: str, precision: str) -> dict[str, float]:
         "flops": flops,
         "flop_rate": flops / seconds,
         "step_s": seconds,
+        "timed_steps": steps,
     }
 
 
 def main() -> None:
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     print(
         f"threads={torch.get_num_threads()} batch={args.batch_size} window={args.window} "
-        f"(frames per sample: {args.window + 1}) torch={torch.__version__}\n"
+        f"(frames per sample: {args.window + 1}) torch={torch.__version__} "
+        f"cpu={torch.backends.cpu.get_cpu_capability()} native_bf16={native_bf16} "
+        f"load={os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     )
     rows = []
     for mode in args.modes.split(","):
@@ -133,12 +149,13 @@ def main() -> None:
             peak = matmul_rate(DTYPES[precision])
             rows.append((mode, precision, measure(mode, precision), peak))
     print(
-        "| obs | precision | samples/s | ms/step | GFLOP/step | achieved GFLOP/s | matmul GFLOP/s | fraction |"
+        "| obs | precision | samples/s | ms/step (steps) | GFLOP/step | achieved GFLOP/s | matmul GFLOP/s | fraction |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for mode, precision, r, peak in rows:
         print(
-            f"| {mode} | {precision} | {r['samples_per_s']:.1f} | {1e3 * r['step_s']:.1f} | {r['flops'] / 1e9:.2f} | "
+            f"| {mode} | {precision} | {r['samples_per_s']:.1f} | {1e3 * r['step_s']:.1f} ({r['timed_steps']}) "
+            f"| {r['flops'] / 1e9:.2f} | "
             f"{r['flop_rate'] / 1e9:.1f} | {peak / 1e9:.1f} | {r['flop_rate'] / peak:.0%} |"
         )
     for mode in args.modes.split(","):

@@ -31,6 +31,7 @@ from physworld.models.latent_action import (
 )
 from physworld.train import TrainConfig, fit
 from physworld.train.loop import data_fields
+from physworld.worlds.platformer import ACTION_NAMES
 
 TINY = dict(codes=4, code_dim=4, width=8, blocks=1, kernels=2, kernel_size=5)
 
@@ -190,6 +191,9 @@ def test_metrics_run_and_are_consistent(store):
     probe = action_probe(model, windows, windows, fit_transitions=40, test_transitions=80)
     assert 0.0 <= probe["probe_lookup_acc"] <= 1.0 and 0.0 <= probe["probe_linear_acc"] <= 1.0
     assert probe["probe_fit_transitions"] == 40 and probe["probe_test_transitions"] == 80
+    recall = [v for k, v in probe.items() if k.startswith("probe_lookup_recall_")]
+    assert recall and {k.rsplit("_", 1)[1] for k in probe if "recall" in k} <= set(ACTION_NAMES)
+    assert min(recall) - 1e-6 <= probe["probe_lookup_acc"] <= max(recall) + 1e-6  # a weighted mean
     stats = codebook_stats(model, windows, count=50)
     assert 1 <= stats["codes_used"] <= 4 and 1.0 <= stats["code_perplexity"] <= 4.0 + 1e-5
     delta = delta_psnr(model, windows, t=4, count=8)

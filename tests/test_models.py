@@ -297,3 +297,70 @@ def test_bf16_autocast_loss_is_finite():
         out = model.loss(next(data.batches(4)), step=0)
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
+
+
+def test_state_reconstruction_keeps_every_state_value_in_the_latent():
+    torch.manual_seed(0)
+    data = MovingDots(episodes=8, dots=2)
+    model = small_jepa(data, predictor="mlp", critic="vicreg", recon_weight=1.0)
+    model.calibrate(next(data.batches(64)))
+    batch = next(data.batches(8))
+    out = model.loss(batch)
+    (grad,) = torch.autograd.grad(out["recon"], model.encoder.net[0].weight, retain_graph=True)
+    assert out["recon"] > 0 and grad.abs().sum() > 0  # it shapes the latent, not only a head
+    only_encoded = small_jepa(data, predictor="mlp", critic="vicreg", recon_weight=1.0, recon_predicted=False)
+    only_encoded.load_state_dict(model.state_dict())
+    assert only_encoded.loss(batch)["recon"] < out["recon"]  # predicted latents add their own terms
+    # on encoded latents alone, the term is the L1 (default) or the squared error of the decoding
+    with torch.no_grad():
+        goal = (batch["obs"] - model.encoder.loc) / model.encoder.scale
+        gap = model.state_decoder(model.encode(batch["obs"])) - goal
+        squared = small_jepa(data, predictor="mlp", critic="vicreg", recon_weight=1.0, recon_predicted=False, recon_l1=False)
+        squared.load_state_dict(model.state_dict())
+        assert torch.isclose(only_encoded.loss(batch)["recon"], gap.abs().mean())
+        assert torch.isclose(squared.loss(batch)["recon"], gap.pow(2).mean())
+
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for i, b in zip(range(100), data.batches(32, seed=1), strict=False):
+        loss = model.loss(b, step=i)
+        opt.zero_grad()
+        loss["loss"].backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(batch["obs"][:, 0])
+        decoded = model.state_decoder(z) * model.encoder.scale + model.encoder.loc
+    moving = model.encoder.scale > 1e-2  # angle/angvel are constant zeros in MovingDots
+    err = (decoded - batch["obs"][:, 0]).abs()[:, moving] / model.encoder.scale[moving]
+    assert err.mean() < 0.25  # under a quarter of a standard deviation per value
+
+
+def test_state_reconstruction_is_off_in_old_configs_and_for_pixels(tmp_path: Path):
+    from physworld.models import STATE_JEPA
+
+    data = MovingDots(episodes=2)
+    path = small_jepa(data).save(tmp_path / "m")
+    saved = json.loads((path / "config.json").read_text())
+    for key in ("recon_weight", "recon_predicted"):
+        saved.pop(key)
+    (path / "config.json").write_text(json.dumps(saved))
+    old = load_model(path)
+    assert old.config.recon_weight == 0 and not hasattr(old, "state_decoder")
+    assert "recon" not in old.loss(next(data.batches(2)))
+
+    # the state preset also builds for pixel data (physbench merges it into pixel tasks)
+    pixels = small_jepa(MovingDots(episodes=2, pixels=True), **STATE_JEPA)
+    assert not pixels.decodes_state and "recon" not in pixels.loss(next(MovingDots(episodes=2, pixels=True).batches(2)))
+    assert small_jepa(data, **STATE_JEPA).decodes_state == bool(STATE_JEPA.get("recon_weight"))
+
+
+def test_checkpoint_saved_before_inverse_dynamics_loads_with_it_off(tmp_path: Path):
+    """Checkpoints written before ``idm_weight`` existed have no IDM head: loading must not expect one."""
+    data = MovingDots(episodes=2)
+    path = small_jepa(data).save(tmp_path / "m")
+    saved = json.loads((path / "config.json").read_text())
+    saved.pop("idm_weight")
+    (path / "config.json").write_text(json.dumps(saved))
+    old = load_model(path)  # strict: a non-zero default would ask for IDM weights the file lacks
+    assert old.config.idm_weight == 0 and not hasattr(old, "idm")
+    assert "idm" not in old.loss(next(data.batches(2)))

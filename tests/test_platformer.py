@@ -20,6 +20,7 @@ from physworld.worlds.platformer import (
     RIGHT,
     Platformer,
     action_index,
+    move_ceiling,
 )
 
 
@@ -176,3 +177,15 @@ def test_collect_with_the_explorer(tmp_path):
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Platformer(**kwargs)
+
+
+def test_move_ceiling_counts_moves_the_frames_cannot_tell_apart():
+    """A jump in the air does nothing more than a noop: data with both there caps any classifier."""
+    kwargs = dict(image_size=32, n_platforms=0, n_boxes=0)
+    moves = [JUMP, NOOP, JUMP, NOOP, JUMP]  # the first launches; the others are in the air
+    mixed = move_ceiling([(1, np.stack([Platformer.one_hot(m) for m in moves]))], **kwargs)
+    assert mixed == {"ceiling": 3 / 5, "ambiguous": 4 / 5, "transitions": 5.0}
+    # The explorer never jumps in the air: the same frames are then always a noop, and it runs.
+    moves = [JUMP, NOOP, LEFT, NOOP, RIGHT]
+    clean = move_ceiling([(1, np.stack([Platformer.one_hot(m) for m in moves]))], **kwargs)
+    assert clean["ceiling"] == 1.0 and clean["ambiguous"] == 2 / 5

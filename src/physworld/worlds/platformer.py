@@ -21,12 +21,18 @@ is a scripted *explorer* (``collect --policy expert``): random moves that never 
 nor run into an arena wall, so nearly every recorded move has a visible effect.
 
 **State.** Objects ``[character, box0, box1, ...]``; slots of absent boxes are zero.
+
+**Which moves can be told apart?** :func:`move_ceiling` replays episodes and tries every move
+from each state: moves whose next frames are the same (a jump in the air is a noop) cannot be
+named by anything that sees frames -- the action probe's ceiling.
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any, Unpack
 
 import gymnasium as gym
@@ -274,3 +280,54 @@ class Platformer(PhysWorld):
         elif move == RIGHT and x > self.arena_size - margin:
             move = LEFT
         return self.one_hot(move)
+
+    def next_frames(self, shadow: Platformer) -> np.ndarray:
+        """The next observation of every move, ``[4, ...]``, from this world's current state.
+
+        The moves are stepped in ``shadow`` (the same layout: a Platformer built with the same
+        options and reset with the same seed), so this world's own course is left untouched.
+        Only the bodies' state is copied over, not pymunk's contact cache, so a frame can differ
+        from the one this world would draw by a few antialiasing levels: compare with a tolerance.
+        """
+        frames = []
+        for move in range(len(ACTION_NAMES)):
+            for copy, body in zip(shadow.bodies, self.bodies, strict=True):
+                copy.position, copy.velocity = body.position, body.velocity
+                copy.angle, copy.angular_velocity = body.angle, body.angular_velocity
+            shadow._steps = self._steps
+            frames.append(shadow.step(self.one_hot(move))[0])
+        return np.stack(frames)
+
+
+def move_ceiling(
+    episodes: Iterable[tuple[int, np.ndarray]], tolerance: int = 8, **world_kwargs: Any
+) -> dict[str, float]:
+    """The best accuracy any classifier of a frame transition can reach in naming the move.
+
+    Replays each ``(seed, actions)`` episode in a pixel Platformer (``world_kwargs``: the data
+    set's world options) and, at every step, steps every move from the same state
+    (:meth:`Platformer.next_frames`). Moves whose next frames differ from the true move's by at
+    most ``tolerance`` uint8 levels at every pixel are indistinguishable there. The best any
+    classifier can do is then to name, for each set of indistinguishable moves, the move the
+    data makes most often within it: the ``ceiling``. ``ambiguous`` is the fraction of
+    transitions where another move gives the same frame (most are resolved by the data's
+    habits: the explorer never jumps in the air, so a frame a jump would also give is a noop).
+    """
+    world_kwargs = {**world_kwargs, "obs": "pixels"}
+    seen: defaultdict[frozenset[int], Counter[int]] = defaultdict(Counter)
+    for seed, actions in episodes:
+        env, shadow = Platformer(**world_kwargs), Platformer(**world_kwargs)
+        env.reset(seed=int(seed))
+        shadow.reset(seed=int(seed))
+        for action in actions:
+            move = int(action_index(action))
+            frames = env.next_frames(shadow).astype(np.int16)
+            alike = np.abs(frames - frames[move]).reshape(len(frames), -1).max(1) <= tolerance
+            seen[frozenset(np.flatnonzero(alike).tolist())][move] += 1
+            env.step(action)
+    total = sum(sum(c.values()) for c in seen.values())
+    if not total:
+        raise ValueError("move_ceiling needs at least one transition")
+    ambiguous = sum(sum(c.values()) for moves, c in seen.items() if len(moves) > 1)
+    best = sum(max(c.values()) for c in seen.values())
+    return {"ceiling": best / total, "ambiguous": ambiguous / total, "transitions": float(total)}

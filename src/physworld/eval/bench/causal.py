@@ -254,7 +254,7 @@ class CausalTask(BenchTask):
         "simulators is usually reported on NRI's springs data (Kipf et al. 2018, edge accuracy "
         "~99% for 5 particles, from observational trajectories with a graph-inferring model)."
     )
-    target = "directed-edge F1 >= 0.9"
+    target = ">= 90% directed-edge F1 (F1 >= 0.9)"
 
     def budget(self, quick: bool) -> TrainBudget:
         """State data from sparse pushes (the world's exploration 'expert'), the state JEPA."""

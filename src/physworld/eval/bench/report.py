@@ -44,18 +44,34 @@ def _listing(rows: list[dict[str, Any]], named: bool = True) -> str:
     return "; ".join(f"{r['method']}: {r['value']:.1f}" if named else f"{r['value']:.1f}" for r in rows) or "-"
 
 
+def _protocol(method: str) -> str | None:
+    """A row scored under one of several protocols is named ``"<who>, <protocol>"``."""
+    return method.rsplit(", ", 1)[1] if ", " in method else None
+
+
+def _same_protocol(rows: list[dict[str, Any]], protocol: str | None) -> list[dict[str, Any]]:
+    """The rows of ``protocol``, named without it; all rows when none is of that protocol."""
+    mine = [{**r, "method": r["method"].rsplit(", ", 1)[0]} for r in rows if protocol and _protocol(r["method"]) == protocol]
+    return mine or rows
+
+
 def table_rows(name: str, entry: dict[str, Any]) -> list[list[str]]:
-    """One line per model row (a task may score its model under several protocols)."""
+    """One line per model row (a task may score its model under several protocols, e.g.
+    within- and cross-template): each line lists the baselines and oracle of its own protocol."""
     title = entry.get("title", name)
     if entry["status"] != "ran":
         return [[title, "-", "-", f"skipped: {entry['reason']}", "-", entry.get("reference", "") or "-"]]
-    baselines, oracles = _listing(_rows(entry, "baseline")), _listing(_rows(entry, "oracle"), named=False)
     models = _rows(entry, "model") or [{"method": "model", "value": float("nan")}]
-    return [
-        [title if i == 0 else "", entry["metric"] if i == 0 else "", baselines if i == 0 else "",
-         f"{m['value']:.1f} ({m['method']})", oracles if i == 0 else "", entry["reference"] if i == 0 else ""]
-        for i, m in enumerate(models)
-    ]
+    several = len(models) > 1
+    lines = []
+    for i, m in enumerate(models):
+        protocol = _protocol(m["method"]) if several else None
+        baselines = _listing(_same_protocol(_rows(entry, "baseline"), protocol))
+        oracles = _listing(_same_protocol(_rows(entry, "oracle"), protocol), named=False)
+        first = i == 0
+        lines.append([title if first else "", entry["metric"] if first else "", baselines,
+                      f"{m['value']:.1f} ({m['method']})", oracles, entry["reference"] if first else ""])
+    return lines
 
 
 def summary_sections(results: dict[str, Any]) -> list[str]:
@@ -93,4 +109,4 @@ def task_heading(name: str, entry: dict[str, Any]) -> str:
         + (f", training {entry['train_seconds']:.1f} s" if entry.get("train_seconds") is not None else "")
         + f". Target: {entry['target'] or 'none'}."
     )
-    return html.section(entry.get("title", name), html.paragraph(text, note=True))
+    return html.section(f"{entry.get('title', name)}: model and time", html.paragraph(text, note=True))

@@ -17,13 +17,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from physworld.eval import html
-from physworld.eval.bench.base import BenchConfig, BenchTask, Row, TaskResult, TrainBudget, register_task
+from physworld.eval.bench.base import (
+    BenchConfig,
+    BenchTask,
+    Row,
+    TaskResult,
+    TrainBudget,
+    register_task,
+)
 from physworld.eval.report import animation
 from physworld.eval.trajectory import (
     STATE_FIELDS,
@@ -106,11 +112,17 @@ class Questions:
         return fallen(self.states[:, 1:], self.states[:, 0], self.active)[:, -1]
 
 
-def ask_engine(world_kwargs: dict[str, Any], seeds: list[int], progress: bool = True) -> Questions:
-    """Build each tower from its seed and run the engine for :data:`SECONDS`."""
+def question_steps(world_kwargs: dict[str, Any]) -> tuple[int, float]:
+    """Env steps in :data:`SECONDS` with these world settings, and one step's length (s)."""
     probe = make_world(WORLD, world_kwargs, 1)
     step = probe.dt * probe.frame_skip
-    horizon = max(1, round(SECONDS / step))
+    probe.close()
+    return max(1, round(SECONDS / step)), step
+
+
+def ask_engine(world_kwargs: dict[str, Any], seeds: list[int], progress: bool = True) -> Questions:
+    """Build each tower from its seed and run the engine for :data:`SECONDS`."""
+    horizon, step = question_steps(world_kwargs)
     env = make_world(WORLD, world_kwargs, horizon)
     noop = np.zeros(env.action_space.shape, np.float32)
     obs0, states, active, params = [], [], [], []
@@ -219,9 +231,14 @@ class Stability(BenchTask):
     target = ">= 90% accuracy"
 
     def budget(self, quick: bool) -> TrainBudget:
+        """Windows and rollout loss as long as the question (2 s, 15 steps), which is answered
+        open loop from rest: a shorter rollout loss leaves the late steps, where a slow topple
+        crosses the rule's threshold, untrained."""
+        steps = question_steps(self.world_kwargs)[0]
+        horizon = {"window": steps, "extra": {"rollout_steps": steps}}
         if quick:
-            return TrainBudget(episodes=1000, steps=600, window=10, probe_steps=500)
-        return TrainBudget(episodes=3000, steps=3000, window=10, probe_steps=1000)
+            return TrainBudget(episodes=1000, steps=600, probe_steps=500, **horizon)
+        return TrainBudget(episodes=3000, steps=3000, probe_steps=1000, **horizon)
 
     def run(self, model: WorldModel, cfg: BenchConfig) -> TaskResult:
         check_model(model, self)
