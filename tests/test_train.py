@@ -200,6 +200,13 @@ def test_bad_data_and_damaged_runs_get_clear_errors(tmp_path: Path):
     fit(small_jepa(data), data, config(tmp_path / "d", steps=10, checkpoint_every=5))
     with pytest.raises(ValueError, match="different model .*latent_dim"):
         fit(small_jepa(data, latent_dim=16), data, config(tmp_path / "d", steps=20))
+    # a run saved before a config field existed (the field at its default) still resumes
+    state = tmp_path / "d" / "train_state" / "state.json"
+    info = json.loads(state.read_text())
+    del info["model_config"]["recon_weight"]
+    state.write_text(json.dumps(info))
+    fit(small_jepa(data), data, config(tmp_path / "d", steps=12))
+    assert json.loads(state.read_text())["step"] == 12
     trainer = tmp_path / "d" / "train_state" / "trainer.pt"
     trainer.write_bytes(trainer.read_bytes()[:100])
     with pytest.raises(ValueError, match="train state .* is damaged"):

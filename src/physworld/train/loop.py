@@ -297,6 +297,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is emulated."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def _jsonable(config: Any) -> Any:
     return json.loads(json.dumps(asdict(config)))
 
@@ -395,7 +400,9 @@ class _Run:
                 f"cannot resume: the train state in {folder} is damaged ({type(err).__name__}: {err}); "
                 "delete it to start over, or use another --out"
             ) from err
-        saved, now = info["model_config"], _jsonable(self.model.config)
+        now = _jsonable(self.model.config)
+        # a run saved before a config field existed holds that field's default: fill it in first
+        saved = _jsonable(type(self.model.config).from_dict(info["model_config"]))
         diff = sorted(
             k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k != "probe_input"
         )
@@ -504,6 +511,12 @@ class _Run:
             disable=not (ctx.is_main and cfg.progress),
             dynamic_ncols=True,
         )
+        if cfg.bf16 and ctx.device.type == "cpu" and ctx.is_main and not cpu_has_bf16():
+            print(
+                "warning: --bf16 on a CPU without native bfloat16 (no AVX512-BF16 or AMX): it is "
+                "emulated and measured 5-20x slower than fp32 (benchmarks/train_throughput.py)",
+                file=sys.stderr,
+            )
         autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         tick, tick_step, batch = time.perf_counter(), self.step, self.first
         while self.step < cfg.steps:
