@@ -27,7 +27,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path: Path, capsys):
 
 
 def test_demo_refuses_an_unknown_family_before_any_work(tmp_path: Path):
-    with pytest.raises(KeyError, match="no-such-family"):
+    with pytest.raises(SystemExit, match="physworld demo: error: .*no-such-family"):
         main(["demo", "--quick", "--models", "jepa,no-such-family", "--out", str(tmp_path / "demo")])
     assert not (tmp_path / "demo").exists()
 

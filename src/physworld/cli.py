@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +69,14 @@ def main(argv: list[str] | None = None) -> None:
             description="physworld: learn how a physical world moves, then simulate, plan and measure it.",
             args=argv,
         )
-    runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))
-    result = runner(cfg)
+    command, runner = next((name, run) for name, (cls, run) in COMMANDS.items() if isinstance(cfg, cls))
+    try:
+        result = runner(cfg)
+    except (ValueError, KeyError, FileNotFoundError) as err:  # bad input: say what, not where
+        if os.environ.get("PHYSWORLD_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        sys.exit(f"physworld {command}: error: {message}\n(set PHYSWORLD_DEBUG=1 to see the traceback)")
     if result is not None:
         print(result)
 
