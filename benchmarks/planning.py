@@ -28,8 +28,8 @@ parser.add_argument("--model", default=None, help="reuse this checkpoint (or run
 parser.add_argument("--obs", choices=["state", "pixels"], default="state", help="observation kind to train on")
 parser.add_argument("--data-episodes", type=int, default=1200, help="episodes collected for training")
 parser.add_argument("--train-steps", type=int, default=6000, help="JEPA optimizer steps")
-parser.add_argument("--jepa", default='{"predictor": "mlp", "latent_dim": 32, "critic": "vicreg", "rollout_steps": 8}',
-                    help="JEPAConfig overrides as JSON")
+parser.add_argument("--jepa", default='{"predictor": "mlp", "latent_dim": 32, "critic": "vicreg", "rollout_steps": 8, "recon_weight": 1.0}',
+                    help="JEPAConfig overrides as JSON (state reconstruction: 84%% -> 100%% CEM success, README)")
 parser.add_argument("--train", default='{"window": 10, "batch_size": 64, "probe_frames": 60000, "probe_steps": 4000}',
                     help="TrainConfig overrides as JSON")
 parser.add_argument("--episodes", type=int, default=50, help="planning episodes (goals) per planner")
