@@ -103,9 +103,9 @@ def test_loss_never_reads_the_true_actions(store):
     batch = Windows(store, 3).gather(np.arange(4))
     del batch["actions"], batch["states"]
     out = model.loss(batch)
-    assert {"loss", "recon", "commit", "psnr", "codes_used", "perplexity", "perplexity_ema"} <= set(
-        out
-    )
+    diagnostics = {"recon", "commit", "code_distance", "psnr", "codes_used", "perplexity"}
+    assert {"loss", "perplexity_ema", *diagnostics} <= set(out)
+    assert 0 <= float(out["code_distance"]) <= 4  # squared distance of two unit vectors
     assert torch.isfinite(out["loss"]) and 1 <= float(out["codes_used"]) <= 4
     out["loss"].backward()
     assert model.action_encoder.head[-1].weight.grad is not None  # the LAM learns from pixels

@@ -73,7 +73,11 @@ class LatentActionConfig(ModelConfig):
     codebook_decay: float = 0.9  # EMA decay of the codebook
     dead_code_threshold: float = 1.0  # EMA usage below which a code is re-seeded from the batch
     change_weight: float = 30.0  # extra loss weight on pixels that change between frames
-    warmup_steps: int = 200  # first steps feed the dynamics unquantised action vectors
+    # First steps feed the dynamics unquantised action vectors. 400 (was 200): closing the
+    # bottleneck at 200 collapsed seed 1 -- the commitment pull snapped the encoder onto its
+    # codes (commitment loss ~1e-5) before the dynamics used the move, so the codes stopped
+    # carrying it. Saved configs keep their own value.
+    warmup_steps: int = 400
     sharp: bool = True  # rollouts move whole pixels from one source each (see Dynamics.forward)
     # Set by fit_action_lookup (world action classes -> latent codes); empty until then.
     action_names: Annotated[list[str], Data] = field(default_factory=list)
@@ -474,7 +478,8 @@ class LatentAction(WorldModel):
         less; the sharp rollouts (``sharp``) are what keeps play from smearing.
 
         Diagnostics: ``codes_used`` and ``perplexity`` of this batch's codes, ``perplexity_ema``
-        of the codebook's running usage (what the dead-code reset acts on), ``psnr``.
+        of the codebook's running usage (what the dead-code reset acts on), ``code_distance``
+        (squared distance of the normalised encoder output to its code), ``psnr``.
         """
         c = self.config
         x = to_unit(batch["obs"])  # [B, T+1, C, H, W]
@@ -490,6 +495,9 @@ class LatentAction(WorldModel):
         err = (pred - nxt).pow(2)
         recon = (err * weight).mean() / weight.mean()
         mse = err.mean().detach()
+        # How far the encoder sits from its codes: ~0 means it only emits the code vectors
+        # themselves (the collapse the commitment pull caused at seed 1), whatever the input.
+        code_distance = (F.normalize(e.detach(), dim=-1) - q.detach()).pow(2).sum(-1).mean()
 
         counts = torch.bincount(idx.flatten(), minlength=c.codes).float()
         ema = self.quantizer._codebook.cluster_size.flatten().detach()  # what dead-code reset reads
@@ -497,6 +505,7 @@ class LatentAction(WorldModel):
             "loss": recon + commit.sum(),
             "recon": recon.detach(),
             "commit": commit.sum().detach(),
+            "code_distance": code_distance,
             "psnr": -10 * torch.log10(mse.clamp_min(1e-10)),
             "codes_used": (counts > 0).float().sum(),
             "perplexity": perplexity(counts),
