@@ -65,6 +65,12 @@ STATE_JEPA: dict[str, object] = {
 }
 
 
+def k_step_windows(x: Tensor, k: int) -> Tensor:
+    """Every run of ``k`` consecutive steps of ``x [B, T, ...]`` as its own row: ``[B * (T-k+1), k, ...]``
+    (what the k-step rollout loss predicts, and the targets it is scored against)."""
+    return x.unfold(1, k, 1).movedim(-1, 2).flatten(0, 1)
+
+
 @dataclass
 class JEPAConfig(ModelConfig):
     """JEPA hyper-parameters (the data-derived fields of ModelConfig are filled by ``train``)."""
@@ -229,8 +235,8 @@ class JEPA(WorldModel):
         rollout, rolled = pred.new_zeros(()), None
         if k >= 2 and c.rollout_weight:
             starts = actions.shape[1] - k + 1
-            a = actions.unfold(1, k, 1).transpose(-1, -2).flatten(0, 1)  # [B*starts, k, A]
-            goal = target[:, 1:].unfold(1, k, 1).transpose(-1, -2).flatten(0, 1)  # [B*starts, k, D]
+            a = k_step_windows(actions, k)  # [B*starts, k, A]
+            goal = k_step_windows(target[:, 1:], k)  # [B*starts, k, D]
             rolled = self.predictor.rollout(z[:, :starts].flatten(0, 1), a)
             rollout = F.mse_loss(rolled, goal)
 
@@ -271,7 +277,7 @@ class JEPA(WorldModel):
         if self.config.recon_predicted:
             loss = loss + error(self.state_decoder(teacher), goal[:, 1:])
             if rolled is not None:
-                ahead = goal[:, 1:].unfold(1, k, 1).transpose(-1, -2).flatten(0, 1)
+                ahead = k_step_windows(goal[:, 1:], k)
                 loss = loss + error(self.state_decoder(rolled), ahead)
         return loss
 
