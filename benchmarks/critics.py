@@ -1,7 +1,7 @@
 """The three JEPA critics on the same pixel data and budget: collapse diagnostics and probe error.
 
     python benchmarks/critics.py [--worlds balls,push] [--critics sigreg,vicreg,ema] [--steps 1500]
-                                 [--episodes 200] [--threads 2] [--work runs/critics]
+                                 [--episodes 200] [--threads 2] [--work runs/critics] [--jepa JSON]
 
 For each world, one pixel dataset (64x64; Balls: random pushes of ball 0, Push: the mixed
 expert/random policy) and, for each critic, the default JEPA (CNN encoder, transformer
@@ -37,6 +37,7 @@ parser.add_argument("--window", type=int, default=6)
 parser.add_argument("--probe-steps", type=int, default=2000)
 parser.add_argument("--probe-frames", type=int, default=8192)
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--jepa", default="{}", help='JEPAConfig overrides as JSON, e.g. \'{"recon_weight": 1}\'')
 parser.add_argument("--work", default="runs/critics")
 parser.add_argument(
     "--no-baseline", action="store_true", help="skip the probe on an untrained encoder"
@@ -110,7 +111,7 @@ def main() -> None:
                     TrainConfig(
                         data=str(data), model="jepa", steps=args.steps, batch_size=args.batch_size, window=args.window,
                         out=str(run), threads=args.threads, seed=0, probe_steps=args.probe_steps,
-                        probe_frames=args.probe_frames, jepa=JEPAConfig(critic=critic),
+                        probe_frames=args.probe_frames, jepa=JEPAConfig(**{**json.loads(args.jepa), "critic": critic}),
                     )
                 )
             logs = read_metrics(run)
@@ -131,7 +132,8 @@ def main() -> None:
     latent = JEPAConfig().latent_dim
     print(
         f"\n{args.episodes} pixel episodes per world, {args.steps} steps x {args.batch_size} windows of "
-        f"{args.window}, {args.threads} thread(s); probe error on held-out episodes, % of arena width.\n"
+        f"{args.window}, {args.threads} thread(s), JEPA overrides {args.jepa}; probe error on held-out "
+        "episodes, % of arena width.\n"
     )
     print(f"| world | critic | train (s) | probe error | per object | eff. rank (of {latent}) | std mean | std min | critic value |")
     print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from physworld.models import JEPA, JEPAConfig, load_model, model_class
+from physworld.models import JEPA, JEPAConfig, blocks, load_model, model_class
 from physworld.models.blocks import TransformerPredictor
 from physworld.models.critics import EMATarget, SIGReg, VICReg, collapse_stats
 from physworld.models.probe import fit_probe, position_error
@@ -124,6 +124,7 @@ def test_registry_resolves_families_by_name():
     [
         (True, "cnn", "transformer", "sigreg"),
         (True, "vit", "gru", "vicreg"),
+        (True, "keypoints", "mlp", "ema"),
         (False, "mlp", "mlp", "ema"),
         (False, "mlp", "transformer", "vicreg"),
     ],
@@ -218,6 +219,24 @@ def test_vicreg_and_collapse_diagnostics():
     full, line = collapse_stats(gaussian), collapse_stats(torch.randn(1024, 1) * torch.ones(1, 16))
     assert full["eff_rank"] > 14 and line["eff_rank"] < 1.1
     assert full["std_min"] > 0.8 and float(collapse_stats(collapsed)["std_mean"]) == 0.0
+
+
+def test_keypoint_encoder_reads_where_each_channel_fires():
+    """The soft-argmax turns a channel that fires at one cell into that cell's (x, y) in [-1, 1]."""
+    encoder = blocks.KeypointEncoder((3, 16, 16), dim=8, keypoints=2)
+    fires = torch.full((1, 2, 4, 4), -30.0)
+    fires[0, 0, 1, 3] = 30.0  # row 1, column 3 of the 4x4 map
+    fires[0, 1, 3, 0] = 30.0
+
+    class Fires(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return fires
+
+    encoder.trunk, encoder.head = Fires(), torch.nn.Identity()
+    out = encoder(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    where, strength = out[0, :4].view(2, 2), out[0, 4:]
+    assert torch.allclose(where, torch.tensor([[1.0, -1 / 3], [-1.0, 1.0]]), atol=1e-4)
+    assert (strength > 20).all()  # log-sum-exp of one large logit, less log(16 cells)
 
 
 def test_ema_target_tracks_the_online_encoder():
@@ -315,7 +334,7 @@ def test_state_reconstruction_keeps_every_state_value_in_the_latent():
     with torch.no_grad():
         goal = (batch["obs"] - model.encoder.loc) / model.encoder.scale
         gap = model.state_decoder(model.encode(batch["obs"])) - goal
-        squared = small_jepa(data, predictor="mlp", critic="vicreg", recon_weight=1.0, recon_predicted=False, recon_l1=False)
+        squared = small_jepa(data, predictor="mlp", critic="vicreg", recon_weight=1.0, recon_predicted=False, recon_error="mse")
         squared.load_state_dict(model.state_dict())
         assert torch.isclose(only_encoded.loss(batch)["recon"], gap.abs().mean())
         assert torch.isclose(squared.loss(batch)["recon"], gap.pow(2).mean())
@@ -335,23 +354,48 @@ def test_state_reconstruction_keeps_every_state_value_in_the_latent():
     assert err.mean() < 0.25  # under a quarter of a standard deviation per value
 
 
-def test_state_reconstruction_is_off_in_old_configs_and_for_pixels(tmp_path: Path):
+def test_state_reconstruction_is_off_in_old_configs(tmp_path: Path):
     from physworld.models import STATE_JEPA
 
     data = MovingDots(episodes=2)
     path = small_jepa(data).save(tmp_path / "m")
     saved = json.loads((path / "config.json").read_text())
-    for key in ("recon_weight", "recon_predicted"):
+    for key in ("recon_weight", "recon_predicted", "recon_error"):
         saved.pop(key)
     (path / "config.json").write_text(json.dumps(saved))
     old = load_model(path)
     assert old.config.recon_weight == 0 and not hasattr(old, "state_decoder")
+    # configs saved with the boolean recon_l1 keep the error they trained with
+    assert JEPAConfig.from_dict({**saved, "recon_l1": False}).recon_error == "mse"
+    assert JEPAConfig.from_dict({**saved, "recon_l1": True}).recon_error == "l1"
     assert "recon" not in old.loss(next(data.batches(2)))
 
-    # the state preset also builds for pixel data (physbench merges it into pixel tasks)
-    pixels = small_jepa(MovingDots(episodes=2, pixels=True), **STATE_JEPA)
-    assert not pixels.decodes_state and "recon" not in pixels.loss(next(MovingDots(episodes=2, pixels=True).batches(2)))
-    assert small_jepa(data, **STATE_JEPA).decodes_state == bool(STATE_JEPA.get("recon_weight"))
+    assert hasattr(small_jepa(data, **STATE_JEPA), "state_decoder") == bool(STATE_JEPA.get("recon_weight"))
+
+
+def test_pixel_reconstruction_trains_the_encoder_through_the_frame_decoder():
+    """On pixels, ``recon_weight`` decodes frames and its gradient reaches the encoder (unlike
+    ``decoder=True`` alone, whose decoder learns on stop-grad latents)."""
+    torch.manual_seed(0)
+    data = MovingDots(episodes=4, pixels=True)
+    batch = next(data.batches(3))
+    model = small_jepa(data, recon_weight=1.0, recon_predicted=False)
+    out = model.loss(batch)
+    (grad,) = torch.autograd.grad(out["recon"], model.encoder.trunk[0].weight)
+    assert grad.abs().sum() > 0 and model.has_decoder and not hasattr(model, "state_decoder")
+    with torch.no_grad():
+        frames = blocks.pixels_to_float(batch["obs"])
+        gap = model.decoder(model.encode(batch["obs"]).flatten(0, 1)) - frames.flatten(0, 1)
+    assert torch.isclose(out["recon"], gap.pow(2).mean())  # "auto": the squared error on frames
+    predicted = small_jepa(data, recon_weight=1.0)
+    predicted.load_state_dict(model.state_dict())
+    assert predicted.loss(batch)["recon"] > out["recon"]  # predicted latents add their own terms
+    assert model.decode(torch.randn(2, 32)).shape == (2, 3, 16, 16)
+
+    stop_grad = small_jepa(data, decoder=True)
+    out = stop_grad.loss(batch)
+    (grad,) = torch.autograd.grad(out["recon"], stop_grad.encoder.trunk[0].weight, allow_unused=True)
+    assert grad is None or grad.abs().sum() == 0
 
 
 def test_checkpoint_saved_before_inverse_dynamics_loads_with_it_off(tmp_path: Path):

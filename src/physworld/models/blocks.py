@@ -140,6 +140,43 @@ class CNNEncoder(nn.Module):
         return self.head(self.trunk(x).flatten(1))
 
 
+class KeypointEncoder(nn.Module):
+    """Convolutions to a map at 1/4 resolution, then a spatial soft-argmax per channel.
+
+    Each of ``keypoints`` channels becomes where it fires (the softmax-weighted mean of its
+    (x, y) grid, in [-1, 1]) and how strongly (log-sum-exp of its logits); an MLP head maps
+    these to ``dim``. Positions are features by construction (the deep spatial autoencoder of
+    Finn et al. 2016), where a flattened map must learn separate weights for every place an
+    object can be.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32, keypoints: int = 32):
+        super().__init__()
+        c, h, w = obs_shape
+        self.trunk = nn.Sequential(
+            nn.Conv2d(c, width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, keypoints, 1),
+        )
+        ys, xs = torch.meshgrid(
+            torch.linspace(-1, 1, h // 4), torch.linspace(-1, 1, w // 4), indexing="ij"
+        )
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()]))  # [2, h*w/16]
+        self.log_temperature = nn.Parameter(torch.zeros(keypoints))
+        self.head = mlp([3 * keypoints, 2 * dim, dim], norm=True)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = pixels_to_float(obs).contiguous(memory_format=torch.channels_last)
+        logits = self.trunk(x).flatten(2) / self.log_temperature.exp()[:, None]  # [B, K, cells]
+        where = torch.softmax(logits, -1) @ self.grid.T  # [B, K, 2]
+        strength = torch.logsumexp(logits, -1) - math.log(logits.shape[-1])
+        return self.head(torch.cat([where.flatten(1), strength], -1))
+
+
 class CNNDecoder(nn.Module):
     """Latent -> image, the CNN encoder mirrored: an MLP to a small map, then stride-2
     transposed convolutions. Outputs floats in the encoder's [-1, 1] pixel scale."""
@@ -338,6 +375,7 @@ __all__ = [
     "CNNDecoder",
     "CNNEncoder",
     "GRUPredictor",
+    "KeypointEncoder",
     "MLPEncoder",
     "MLPPredictor",
     "TransformerPredictor",

@@ -10,13 +10,11 @@ The loss (per batch of windows ``obs [B, T+1]``, ``actions [B, T]``):
   encoder providing stop-grad targets;
 - optional inverse dynamics (as in PLDM, ``idm_weight``): a small head recovers ``a[t]`` from
   ``z[t-1 : t+2]``, asking the latent to carry what the actions move.
-- optional state reconstruction (state observations, ``recon_weight``): an MLP decodes the
-  encoded, teacher-forced and rolled-out latents back to the observation they stand for. The
-  critic alone lets the latent drop what is hard to predict (measured on Balls-3: a probe on true
-  frames was right 84% of the time); decoding keeps it complete (100%). The decoded futures are
-  scored with L1 by default (``recon_l1``): where the state does not settle the outcome (Balls'
-  radii are not in it), MSE is minimised by the mean of the outcomes, a blur that is near none of
-  them; L1 by their median, which commits to one.
+- optional reconstruction (``recon_weight``): a decoder (an MLP for states, the CNN decoder for
+  frames) maps the encoded, teacher-forced and rolled-out latents back to the observation they
+  stand for, with its gradient reaching the encoder. The critic alone lets the latent drop what
+  is hard to predict (measured on Balls-3 states: a probe on true frames was right 84% of the
+  time); decoding keeps it complete (100%). See :meth:`JEPA.recon_loss` for the error it uses.
 
 Known limit (measured on Push, 64x64 pixels, 400 episodes of a random smooth policy): a scene
 with per-episode static content (the goal; a block the policy rarely touches) lets the critic
@@ -43,9 +41,10 @@ from physworld.models import blocks
 from physworld.models.base import Data, ModelConfig, WorldModel, register_model
 from physworld.models.critics import EMATarget, SIGReg, VICReg, collapse_stats
 
-Encoder = Literal["auto", "cnn", "mlp", "vit"]
+Encoder = Literal["auto", "cnn", "keypoints", "mlp", "vit"]
 Predictor = Literal["transformer", "mlp", "gru"]
 Critic = Literal["sigreg", "vicreg", "ema"]
+ReconError = Literal["auto", "l1", "mse"]
 DEFAULT_CRITIC_WEIGHT = {"sigreg": 0.1, "vicreg": 1.0, "ema": 0.0}
 
 
@@ -61,7 +60,6 @@ STATE_JEPA: dict[str, object] = {
     "critic": "vicreg",
     "rollout_steps": 10,
     "recon_weight": 1.0,
-    "recon_l1": True,
 }
 
 
@@ -77,8 +75,9 @@ class JEPAConfig(ModelConfig):
 
     family: Annotated[str, Data] = "jepa"
     latent_dim: int = 128  # size of the per-frame latent vector
-    encoder: Encoder = "auto"  # cnn/vit read pixels, mlp reads states; auto: cnn or mlp
+    encoder: Encoder = "auto"  # cnn/keypoints/vit read pixels, mlp reads states; auto: cnn or mlp
     encoder_width: int = 32  # CNN channels (x2 per layer, up to x8); MLP: 8x; ViT: 6x
+    keypoints: int = 32  # keypoints encoder: channels read out as (x, y, strength)
     predictor: Predictor = "transformer"  # AdaLN-zero causal transformer | gru | mlp (no history)
     predictor_width: int = 128
     predictor_depth: int = 2  # transformer blocks (mlp: hidden layers)
@@ -87,17 +86,18 @@ class JEPAConfig(ModelConfig):
     rollout_steps: int = 4  # k of the autoregressive rollout loss (< 2 turns it off)
     rollout_weight: float = 1.0
     idm_weight: float = 0.0  # inverse dynamics: (z[t-1], z[t], z[t+1]) -> a[t] (0: off)
-    recon_weight: float = 0.0  # state obs: decode latents back to the observation (0: off;
-    # ignored for pixels, whose decoder is `decoder`)
+    recon_weight: float = 0.0  # decode latents back to the observation, gradient into the
+    # encoder (0: off): the state for state obs, the frame (through the CNN decoder) for pixels
     recon_predicted: bool = True  # with recon_weight: also decode the predicted latents
-    recon_l1: bool = True  # with recon_weight: L1 (a median: commits to one outcome) not MSE (a mean)
+    recon_error: ReconError = "auto"  # auto: l1 for states, mse for pixels (see recon_loss)
     critic: Critic = "sigreg"  # "sigreg" | "vicreg" | "ema"
     critic_weight: float | None = None  # None: 0.1 for sigreg, 1.0 for vicreg, 0 for ema
     sigreg_projections: int = 256  # random 1-D directions per step
     sigreg_knots: int = 17  # quadrature points on t in [0, sigreg_t_max]
     sigreg_t_max: float = 3.0
     ema_decay: float = 0.996
-    decoder: bool = False  # also train a pixel decoder on stop-grad latents, for decode()
+    decoder: bool = False  # pixels: a decoder for decode(); trained on stop-grad latents unless
+    # recon_weight > 0, where it is the reconstruction loss's decoder
     seed: int = 0  # seeds SIGReg's directions (together with the global step)
 
     def __post_init__(self) -> None:
@@ -106,11 +106,18 @@ class JEPAConfig(ModelConfig):
             ("encoder", self.encoder, get_args(Encoder)),
             ("predictor", self.predictor, get_args(Predictor)),
             ("critic", self.critic, get_args(Critic)),
+            ("recon_error", self.recon_error, get_args(ReconError)),
         ):
             if value not in allowed:
                 raise ValueError(
                     f"unknown JEPA {name} {value!r}; choose one of {', '.join(allowed)}"
                 )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> JEPAConfig:
+        if "recon_l1" in values and "recon_error" not in values:  # saved before recon_error
+            values = {**values, "recon_error": "l1" if values["recon_l1"] else "mse"}
+        return super().from_dict(values)
 
     @property
     def weight_of_critic(self) -> float:
@@ -129,6 +136,8 @@ def build_encoder(c: JEPAConfig) -> nn.Module:
         raise ValueError(f"the {kind} encoder reads pixels, but this data is {c.obs_kind!r}")
     if kind == "vit":
         return blocks.ViTEncoder(c.obs_shape, c.latent_dim, width=6 * c.encoder_width)
+    if kind == "keypoints":
+        return blocks.KeypointEncoder(c.obs_shape, c.latent_dim, c.encoder_width, c.keypoints)
     return blocks.CNNEncoder(c.obs_shape, c.latent_dim, c.encoder_width)
 
 
@@ -171,13 +180,13 @@ class JEPA(WorldModel):
             self.critic = EMATarget(self.encoder, c.ema_decay)
         if c.idm_weight:
             self.idm = blocks.mlp([3 * c.latent_dim, 2 * c.predictor_width, c.action_dim])
-        if self.decodes_state:
+        if c.decoder and c.obs_kind != "pixels":
+            raise ValueError("the JEPA decoder draws pixels: it needs pixel observations")
+        if c.recon_weight and c.obs_kind == "state":
             self.state_decoder = blocks.mlp(
                 [c.latent_dim, 8 * c.encoder_width, c.obs_shape[-1]], norm=True
             )
-        if c.decoder:
-            if c.obs_kind != "pixels":
-                raise ValueError("the JEPA decoder draws pixels: it needs pixel observations")
+        elif c.decoder or c.recon_weight:
             self.decoder = blocks.CNNDecoder(c.obs_shape, c.latent_dim, c.encoder_width)
         if c.state_dim and not c.probe_input:
             self.attach_probe(c.latent_dim)
@@ -202,17 +211,13 @@ class JEPA(WorldModel):
         return self.predictor.rollout(z, actions.to(z.dtype))
 
     @property
-    def decodes_state(self) -> bool:
-        """Whether the state-reconstruction loss is on (``recon_weight`` on state observations)."""
-        return bool(self.config.recon_weight) and self.config.obs_kind == "state"
-
-    @property
     def has_decoder(self) -> bool:
-        return self.config.decoder
+        return hasattr(self, "decoder")
 
     def decode(self, z: Tensor) -> Tensor:
-        """Latent ``[B, D]`` -> uint8 frame ``[B, C, H, W]`` (only with ``decoder=True``)."""
-        if not self.config.decoder:
+        """Latent ``[B, D]`` -> uint8 frame ``[B, C, H, W]`` (pixel models with a decoder:
+        ``decoder=True`` or ``recon_weight > 0``)."""
+        if not self.has_decoder:
             return super().decode(z)
         return blocks.float_to_pixels(self.decoder(z))
 
@@ -250,35 +255,53 @@ class JEPA(WorldModel):
         if c.idm_weight:
             out["idm"] = self.inverse_dynamics_loss(z, actions)
             total = total + c.idm_weight * out["idm"]
-        if self.decodes_state:
-            out["recon"] = self.state_recon_loss(obs, z, teacher, rolled, k)
+        if c.recon_weight:
+            out["recon"] = self.recon_loss(obs, z, teacher, rolled, k)
             total = total + c.recon_weight * out["recon"]
-        if c.decoder:  # on the last frame of each window, through a stop-grad: it never shapes z
+        elif c.decoder:  # on the last frame of each window, through a stop-grad: it never shapes z
             out["recon"] = F.mse_loss(
                 self.decoder(z[:, -1].detach()), blocks.pixels_to_float(obs[:, -1])
             )
             total = total + out["recon"]
         return {"loss": total, **out}
 
-    def state_recon_loss(
+    def recon_loss(
         self, obs: Tensor, z: Tensor, teacher: Tensor, rolled: Tensor | None, k: int
     ) -> Tensor:
-        """Decode latents back to the standardised state observation they stand for.
+        """Decode latents back to the observation they stand for (the standardised state, or
+        the frame in the encoder's [-1, 1] pixel scale).
 
-        In state mode the observation *is* the state, so this keeps the latent complete (the
-        critic alone lets it drop what the prediction loss finds hard, such as a ball about to
-        collide) and the probe can then read it almost exactly. With ``recon_predicted`` the
-        teacher-forced and rolled-out latents are decoded against the frames they predict too:
-        future observations are still self-supervised targets, never privileged information.
+        This keeps the latent complete: the critic alone lets it drop what the prediction loss
+        finds hard (a ball about to collide), and the probe can then read every value. With
+        ``recon_predicted`` the teacher-forced and rolled-out latents are decoded against the
+        frames they predict too: future observations are still self-supervised targets, never
+        privileged information.
+
+        ``recon_error="auto"`` scores states with L1 and frames with MSE. On states, L1's median
+        commits to one outcome where the squared error's mean blurs those the state cannot tell
+        apart (Balls' radii are not in it). On frames the median is the wrong choice: objects
+        cover a few percent of the pixels, so the median of every pixel is the background, and
+        an L1-trained decoder draws an empty arena (measured on Balls-3, 600 steps).
         """
-        goal = (obs.float() - self.encoder.loc) / self.encoder.scale  # [B, T+1, S]
-        error = F.l1_loss if self.config.recon_l1 else F.mse_loss
-        loss = error(self.state_decoder(z), goal)
+        if self.config.obs_kind == "state":
+            decoder, goal = self.state_decoder, (obs.float() - self.encoder.loc) / self.encoder.scale
+        else:
+            decoder, goal = self.decoder, blocks.pixels_to_float(obs)
+
+        l1 = self.config.recon_error == "l1" or (
+            self.config.recon_error == "auto" and self.config.obs_kind == "state"
+        )
+        score, event = F.l1_loss if l1 else F.mse_loss, len(self.config.obs_shape)
+
+        def error(latents: Tensor, target: Tensor) -> Tensor:
+            target = target.flatten(0, -event - 1)  # [N, *obs_shape]
+            return score(decoder(latents.flatten(0, -2)).view_as(target), target)
+
+        loss = error(z, goal)
         if self.config.recon_predicted:
-            loss = loss + error(self.state_decoder(teacher), goal[:, 1:])
+            loss = loss + error(teacher, goal[:, 1:])
             if rolled is not None:
-                ahead = k_step_windows(goal[:, 1:], k)
-                loss = loss + error(self.state_decoder(rolled), ahead)
+                loss = loss + error(rolled, k_step_windows(goal[:, 1:], k))
         return loss
 
     def inverse_dynamics_loss(self, z: Tensor, actions: Tensor) -> Tensor:

@@ -131,6 +131,7 @@ def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
     from physworld.train import TrainConfig, train
 
     budget = task.budget(cfg.quick)
+    preset = STATE_JEPA if budget.obs == "state" else {}  # its reconstruction would decode frames
     size = "quick" if cfg.quick else "full"
     data = cfg.out / "data" / f"{task.name}-{size}"
     try:
@@ -146,6 +147,6 @@ def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
         TrainConfig(
             data=str(data), model="jepa", steps=budget.steps, out=str(cfg.out / "runs" / f"{task.name}-{size}"),
             threads=cfg.threads, seed=0, probe_steps=budget.probe_steps, warmup=min(100, budget.steps // 10),
-            window=budget.window, batch_size=64, jepa=JEPAConfig(**{**STATE_JEPA, **budget.extra}),
+            window=budget.window, batch_size=64, jepa=JEPAConfig(**{**preset, **budget.extra}),
         )
     )
