@@ -3,7 +3,7 @@
     python benchmarks/critics.py [--worlds balls,push] [--critics sigreg,vicreg,ema] [--steps 1500]
                                  [--episodes 200] [--threads 2] [--work runs/critics] [--jepa JSON]
 
-For each world, one pixel dataset (64x64; Balls: random pushes of ball 0, Push: the mixed
+For each world, one pixel dataset (64x64; Balls: free balls, no control, Push: the mixed
 expert/random policy) and, for each critic, the default JEPA (CNN encoder, transformer
 predictor) trained with the same seed, steps and batches. Printed per run, as a Markdown table:
 
@@ -16,7 +16,10 @@ predictor) trained with the same seed, steps and batches. Printed per run, as a 
 
 A last row per world, "untrained", fits the same probe on the same frames read by a freshly
 initialised encoder (``--no-baseline`` skips it): the floor that tells whether training taught
-the encoder anything about positions, or lost what random features already carried.
+the encoder anything about positions, or lost what random features already carried. With
+``--supervised``, a "supervised" row trains the same encoder for the same steps on the same
+frames (``batch_size * (window + 1)`` per step) to regress the true state, then fits the same
+probe: the ceiling of this budget, what the encoder can learn when it is told the answer.
 
 Runs already finished under ``--work`` are reused, interrupted ones resume.
 """
@@ -42,10 +45,12 @@ parser.add_argument("--work", default="runs/critics")
 parser.add_argument(
     "--no-baseline", action="store_true", help="skip the probe on an untrained encoder"
 )
+parser.add_argument("--supervised", action="store_true", help="add the supervised-encoder row (the ceiling)")
 args = parser.parse_args()
 os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before torch
 
 import json  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -80,20 +85,44 @@ def finished(run: Path) -> bool:
     )
 
 
-def untrained_row(name: str, data: Path) -> dict:
-    """The probe fitted exactly as after training, but on a freshly initialised encoder."""
+def supervised_encoder(model: WorldModel, store: EpisodeStore) -> float:
+    """Train ``model.encoder`` (plus a linear head) to regress the standardised true state of
+    single frames for ``--steps`` steps of the frames a JEPA step sees; return the wall time."""
+    frames_per_step = args.batch_size * (args.window + 1)
+    frames = Windows(store, 1)  # the first frame of each is used
+    states = next(frames.batches(4096, seed=1))["states"][:, 0]
+    loc, scale = states.mean(0), states.std(0).clamp_min(1e-3)
+    head = torch.nn.Linear(model.config.latent_dim, states.shape[-1])
+    params = [*model.encoder.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    start = time.perf_counter()
+    model.train()
+    for _, batch in zip(range(args.steps), frames.batches(frames_per_step, seed=0), strict=False):
+        loss = torch.nn.functional.mse_loss(head(model.encode(batch["obs"][:, 0])), (batch["states"][:, 0] - loc) / scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    return time.perf_counter() - start
+
+
+def reference_row(name: str, data: Path, kind: str) -> dict:
+    """The probe fitted exactly as after training, on a freshly initialised encoder ("untrained")
+    or on one trained with the true state ("supervised")."""
     store = EpisodeStore.open(data)
     train_store, held_out = store.split(0.1, seed=0)
     seed_everything(0)
     model = build_model(TrainConfig(model="jepa"), store.meta).eval()
+    seconds = supervised_encoder(model, train_store) if kind == "supervised" else None
     probe = fit_probe(
         model, Windows(train_store, args.window), steps=args.probe_steps, frames=args.probe_frames,
         batch_size=args.batch_size, seed=0, eval_windows=Windows(held_out, args.window),
     )
-    return {
-        "world": name, "critic": "untrained", "probe_pos_err_pct": 100 * probe["probe_pos_err"],
+    row = {
+        "world": name, "critic": kind, "probe_pos_err_pct": 100 * probe["probe_pos_err"],
         "probe_err_per_object_pct": per_object_error(model, data),
     }
+    return row if seconds is None else {**row, "train_seconds": seconds}
 
 
 def main() -> None:
@@ -127,7 +156,9 @@ def main() -> None:
             )
             print(f"{name}/{critic}: done", file=sys.stderr)
         if not args.no_baseline:
-            rows.append(untrained_row(name, data))
+            rows.append(reference_row(name, data, "untrained"))
+        if args.supervised:
+            rows.append(reference_row(name, data, "supervised"))
     (work / "results.json").write_text(json.dumps(rows, indent=2))
     latent = JEPAConfig().latent_dim
     print(
