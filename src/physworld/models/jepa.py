@@ -16,14 +16,15 @@ The loss (per batch of windows ``obs [B, T+1]``, ``actions [B, T]``):
   is hard to predict (measured on Balls-3 states: a probe on true frames was right 84% of the
   time); decoding keeps it complete (100%). See :meth:`JEPA.recon_loss` for the error it uses.
 
-Known limit (measured on Push, 64x64 pixels, 400 episodes of a random smooth policy): a scene
-with per-episode static content (the goal; a block the policy rarely touches) lets the critic
-be satisfied by static features alone, and the prediction loss is then smallest when the latent
-ignores what moves. The latent barely changes along an episode (within-episode variance 0.02 vs
-0.83 across episodes) and the small agent cannot be read out (the block can: 1.7% error). Neither
-the inverse-dynamics loss (the agent moves under a pixel per step, too little signal to start
-from) nor a spatial-softmax head fixed it within a few hundred steps; data where more of the
-scene moves, or multiple windows of one episode per batch, are the next things to try.
+Known limit (measured on 64x64 Balls-3 and Push, README "JEPA critics on pixels"): the latent
+keeps one object per world (Balls' ball 0, Push's block) and drops the others, at 200, 600 and
+2,000 steps alike, while the critic's statistic keeps improving: one object's position, spread
+nonlinearly over ~40 dimensions, satisfies the critic and the prediction loss (feature
+suppression). The same encoder trained on the true state reads every object (4-6% of the arena
+at 600 steps). Neither the rollout loss, the keypoint encoder, inverse dynamics nor frame
+reconstruction (``recon_weight``, which learns objects by pixel mass: the small Push agent last)
+changed that within the budgets tried; a spatial target (masked regions, as in I-JEPA) is the
+next thing to try.
 
 Encoder, predictor and critic are chosen by name in :class:`JEPAConfig`.
 """
