@@ -3,6 +3,7 @@ reason, and the article-shaped results.json and report.html (through the ``physw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,10 +88,18 @@ def test_train_flag_trains_a_model_once_and_reuses_it(tiny_tower_budget, few_tow
     cfg = BenchConfig(out=tmp_path, tasks="stability", quick=True, train=True, threads=1)
     first = run_bench(cfg)["tasks"]["stability"]
     assert first["model"]["source"].startswith("trained with --train") and first["train_seconds"] > 0
-    assert (tmp_path / "runs" / "stability-quick").is_dir() and (tmp_path / "data" / "stability-quick").is_dir()
+    (run,) = (tmp_path / "runs").glob("stability-quick-*")
+    (data,) = (tmp_path / "data").glob("stability-quick-*")
     again = run_bench(cfg)["tasks"]["stability"]
     assert again["rows"] == first["rows"]  # the same model and questions: the same answers
     assert again["train_seconds"] < first["train_seconds"]
+
+    # a changed budget trains a new model (on the same data) instead of reusing the old one
+    longer = dataclasses.replace(tiny_tower_budget, steps=tiny_tower_budget.steps + 5)
+    monkeypatch.setattr(TASKS["stability"], "budget", lambda quick: longer)
+    run_bench(cfg)
+    assert len(list((tmp_path / "runs").glob("stability-quick-*"))) == 2 and run.is_dir()
+    assert list((tmp_path / "data").glob("stability-quick-*")) == [data]
 
 
 def test_a_task_scored_under_two_protocols_gets_a_line_each():

@@ -12,8 +12,9 @@ A task module defines one :class:`BenchTask` subclass and registers it with :fun
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -107,6 +108,11 @@ class BenchTask:
         return c.world == self.world and all(c.world_kwargs.get(k) == _jsonish(v) for k, v in self.world_kwargs.items())
 
 
+def digest(settings: dict[str, Any]) -> str:
+    """A short stable name for a dict of settings (what a data or run folder was made with)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def _jsonish(value: Any) -> Any:
     """A value as it comes back from config.json (tuples become lists)."""
     return json.loads(json.dumps(value))
@@ -123,8 +129,10 @@ def register_task(cls: type[BenchTask]) -> type[BenchTask]:
 def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
     """Collect the task's training data and train the default JEPA on it (``--train``).
 
-    Everything lands in ``cfg.out/data/<task>`` and ``cfg.out/runs/<task>``; a finished run is
-    reused as it is and an interrupted one resumes, so re-running the bench costs nothing twice.
+    Everything lands in ``cfg.out/data/<task>-<size>-<digest>`` and ``cfg.out/runs/<task>-<size>-
+    <digest>``, the digests naming what made them (the data's and the whole budget's settings);
+    a finished run is reused as it is and an interrupted one resumes, so re-running the bench
+    costs nothing twice, and a changed budget trains anew instead of reusing an old model.
     """
     from physworld.data import CollectConfig, DatasetError, EpisodeStore, collect
     from physworld.models import STATE_JEPA, JEPAConfig
@@ -133,7 +141,9 @@ def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
     budget = task.budget(cfg.quick)
     preset = STATE_JEPA if budget.obs == "state" else {}  # its reconstruction would decode frames
     size = "quick" if cfg.quick else "full"
-    data = cfg.out / "data" / f"{task.name}-{size}"
+    collected = {"world": task.world, "world_kwargs": task.world_kwargs, "episodes": budget.episodes,
+                 "obs": budget.obs, "policy": budget.policy}
+    data = cfg.out / "data" / f"{task.name}-{size}-{digest(collected)}"
     try:
         EpisodeStore.open(data, world=task.world)
     except (DatasetError, FileNotFoundError):
@@ -145,7 +155,7 @@ def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
         )
     return train(
         TrainConfig(
-            data=str(data), model="jepa", steps=budget.steps, out=str(cfg.out / "runs" / f"{task.name}-{size}"),
+            data=str(data), model="jepa", steps=budget.steps, out=str(cfg.out / "runs" / f"{task.name}-{size}-{digest({**asdict(budget), **collected, **preset})}"),
             threads=cfg.threads, seed=0, probe_steps=budget.probe_steps, warmup=min(100, budget.steps // 10),
             window=budget.window, batch_size=64, jepa=JEPAConfig(**{**preset, **budget.extra}),
         )
