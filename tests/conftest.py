@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,23 @@ from physworld.eval.bench.base import BenchConfig, BenchTask, TrainBudget, train
 from physworld.models import WorldModel, load_model
 
 TinyTrainer = Callable[[BenchTask, TrainBudget], tuple[WorldModel, BenchConfig]]
+ModelCopier = Callable[..., WorldModel]
+
+
+@pytest.fixture
+def copy_model(tmp_path_factory: pytest.TempPathFactory) -> ModelCopier:
+    """``copy_model(model, unfitted_probe=False, **config) -> WorldModel``: ``model`` saved and
+    loaded back as an independent copy, with ``config`` fields replaced (a model of another
+    world, other settings...) and optionally its probe marked unfitted: what a bench task must refuse."""
+
+    def make(model: WorldModel, unfitted_probe: bool = False, **config: Any) -> WorldModel:
+        other = load_model(model.save(tmp_path_factory.mktemp("copy") / "m"))
+        other.config = replace(other.config, **config)
+        if unfitted_probe:
+            other.probe.fitted.fill_(False)
+        return other
+
+    return make
 
 
 @pytest.fixture(scope="session")

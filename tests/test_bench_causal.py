@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import replace
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +13,6 @@ from gymnasium.utils.env_checker import check_env
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import causal
 from physworld.eval.bench.base import TrainBudget
-from physworld.models import load_model
 from physworld.worlds.springs import Springs, spring_graph
 
 WORLD = "physworld/Springs-v0"
@@ -100,13 +97,9 @@ def test_run_returns_a_well_formed_result(tiny_model):
     assert result.target and result.reference
 
 
-def test_run_refuses_models_that_cannot_answer(tiny_model, tmp_path: Path):
+def test_run_refuses_models_that_cannot_answer(tiny_model, copy_model):
     model, cfg = tiny_model
-    other = load_model(model.save(tmp_path / "m"))
-    other.config = replace(other.config, world="physworld/Balls-v0")
     with pytest.raises(ValueError, match="Springs"):
-        causal.CausalTask().run(other, cfg)
-    bare = load_model(tmp_path / "m")
-    bare.probe.fitted.fill_(False)
+        causal.CausalTask().run(copy_model(model, world="physworld/Balls-v0"), cfg)
     with pytest.raises(ValueError, match="probe"):
-        causal.CausalTask().run(bare, cfg)
+        causal.CausalTask().run(copy_model(model, unfitted_probe=True), cfg)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +12,6 @@ from gymnasium.utils.env_checker import check_env
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import manipulation
 from physworld.eval.bench.base import TrainBudget
-from physworld.models import load_model
 from physworld.worlds import Push
 
 
@@ -89,13 +87,9 @@ def test_run_returns_a_well_formed_result(tiny_model, monkeypatch):
     assert len(result.sections) == 2 and "<img" in result.sections[1]
 
 
-def test_run_refuses_models_that_cannot_plan(tiny_model, tmp_path: Path):
+def test_run_refuses_models_that_cannot_plan(tiny_model, copy_model):
     model, cfg = tiny_model
-    other = load_model(model.save(tmp_path / "m"))
-    other.config.world_kwargs = {"n_blocks": 1}
     with pytest.raises(ValueError, match="n_blocks=2"):
-        manipulation.ManipulationTask().run(other, cfg)
-    other = load_model(model.save(tmp_path / "m2"))
-    other.probe.fitted.fill_(False)
+        manipulation.ManipulationTask().run(copy_model(model, world_kwargs={"n_blocks": 1}), cfg)
     with pytest.raises(ValueError, match="probe"):
-        manipulation.ManipulationTask().run(other, cfg)
+        manipulation.ManipulationTask().run(copy_model(model, unfitted_probe=True), cfg)

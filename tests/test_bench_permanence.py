@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import replace
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +13,6 @@ from gymnasium.utils.env_checker import check_env
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import permanence
 from physworld.eval.bench.base import TrainBudget
-from physworld.models import load_model
 from physworld.worlds.occluder import Occluder
 
 WORLD = "physworld/Occluder-v0"
@@ -108,13 +105,9 @@ def test_run_returns_a_well_formed_result(tiny_model):
     assert "image/gif" in result.sections[0] and result.reference and result.target
 
 
-def test_run_refuses_models_that_cannot_answer(tiny_model, tmp_path: Path):
+def test_run_refuses_models_that_cannot_answer(tiny_model, copy_model):
     model, cfg = tiny_model
-    other = load_model(model.save(tmp_path / "m"))
-    other.config = replace(other.config, world="physworld/Balls-v0")
     with pytest.raises(ValueError, match="Occluder"):
-        permanence.PermanenceTask().run(other, cfg)
-    state = load_model(tmp_path / "m")
-    state.config = replace(state.config, obs_kind="state")
+        permanence.PermanenceTask().run(copy_model(model, world="physworld/Balls-v0"), cfg)
     with pytest.raises(ValueError, match="pixel"):
-        permanence.PermanenceTask().run(state, cfg)
+        permanence.PermanenceTask().run(copy_model(model, obs_kind="state"), cfg)

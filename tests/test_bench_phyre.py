@@ -15,7 +15,6 @@ from gymnasium.utils.env_checker import check_env
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import phyre
 from physworld.eval.bench.base import BenchConfig, TrainBudget
-from physworld.models import load_model
 from physworld.worlds.phyre import GREEN, RED, TEMPLATES, MiniPhyre
 
 
@@ -104,17 +103,11 @@ def test_run_returns_a_well_formed_result(tiny_model, monkeypatch):
     assert result.target and result.reference
 
 
-def test_run_refuses_models_that_cannot_answer(tiny_model, tmp_path: Path):
+def test_run_refuses_models_that_cannot_answer(tiny_model, copy_model):
     model, cfg = tiny_model
-    other = load_model(model.save(tmp_path / "m"))
-    other.config.world = "physworld/Balls-v0"
     with pytest.raises(ValueError, match="MiniPhyre"):
-        phyre.MiniPhyreTask().run(other, cfg)
-    other = load_model(model.save(tmp_path / "m2"))
-    other.config.action_dim = 2
+        phyre.MiniPhyreTask().run(copy_model(model, world="physworld/Balls-v0"), cfg)
     with pytest.raises(ValueError, match="action_dim"):
-        phyre.MiniPhyreTask().run(other, cfg)
-    other = load_model(model.save(tmp_path / "m3"))
-    other.probe.fitted.fill_(False)
+        phyre.MiniPhyreTask().run(copy_model(model, action_dim=2), cfg)
     with pytest.raises(ValueError, match="probe"):
-        phyre.MiniPhyreTask().run(other, cfg)
+        phyre.MiniPhyreTask().run(copy_model(model, unfitted_probe=True), cfg)

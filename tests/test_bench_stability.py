@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import replace
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +13,6 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import stability
-from physworld.models import load_model
 from physworld.worlds.tower import MAX_BLOCKS, Tower, static_margin
 
 WORLD = "physworld/Tower-v0"
@@ -128,17 +125,11 @@ def test_run_returns_a_well_formed_result(tiny_model, few_towers):
     assert "image/gif" in result.sections[0] and result.reference and result.target
 
 
-def test_run_refuses_models_that_cannot_answer(tiny_model, tmp_path: Path):
+def test_run_refuses_models_that_cannot_answer(tiny_model, copy_model):
     model, cfg = tiny_model
-    other = load_model(model.save(tmp_path / "m"))
-    other.config = replace(other.config, world="physworld/Balls-v0")
     with pytest.raises(ValueError, match="Tower-v0.*Balls-v0"):
-        stability.Stability().run(other, cfg)
-    narrow = load_model(tmp_path / "m")
-    narrow.config = replace(narrow.config, world_kwargs={"n_blocks": [2, 3]})
+        stability.Stability().run(copy_model(model, world="physworld/Balls-v0"), cfg)
     with pytest.raises(ValueError, match="other settings"):
-        stability.Stability().run(narrow, cfg)
-    bare = load_model(tmp_path / "m")
-    bare.probe.fitted.fill_(False)
+        stability.Stability().run(copy_model(model, world_kwargs={"n_blocks": [2, 3]}), cfg)
     with pytest.raises(ValueError, match="probe"):
-        stability.Stability().run(bare, cfg)
+        stability.Stability().run(copy_model(model, unfitted_probe=True), cfg)
