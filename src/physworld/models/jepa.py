@@ -32,7 +32,7 @@ Encoder, predictor and critic are chosen by name in :class:`JEPAConfig`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,7 @@ class JEPAConfig(ModelConfig):
                 )
 
     @classmethod
-    def from_dict(cls, values: dict) -> JEPAConfig:
+    def from_dict(cls, values: dict[str, Any]) -> JEPAConfig:
         if "recon_l1" in values and "recon_error" not in values:  # saved before recon_error
             values = {**values, "recon_error": "l1" if values["recon_l1"] else "mse"}
         return super().from_dict(values)

@@ -144,6 +144,8 @@ def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
     collected = {"world": task.world, "world_kwargs": task.world_kwargs, "episodes": budget.episodes,
                  "obs": budget.obs, "policy": budget.policy}
     data = cfg.out / "data" / f"{task.name}-{size}-{digest(collected)}"
+    made_with = {"data": collected, "budget": asdict(budget), "preset": preset}
+    run = cfg.out / "runs" / f"{task.name}-{size}-{digest(made_with)}"
     try:
         EpisodeStore.open(data, world=task.world)
     except (DatasetError, FileNotFoundError):
@@ -155,7 +157,7 @@ def train_for_task(task: BenchTask, cfg: BenchConfig) -> Path:
         )
     return train(
         TrainConfig(
-            data=str(data), model="jepa", steps=budget.steps, out=str(cfg.out / "runs" / f"{task.name}-{size}-{digest({**asdict(budget), **collected, **preset})}"),
+            data=str(data), model="jepa", steps=budget.steps, out=str(run),
             threads=cfg.threads, seed=0, probe_steps=budget.probe_steps, warmup=min(100, budget.steps // 10),
             window=budget.window, batch_size=64, jepa=JEPAConfig(**{**preset, **budget.extra}),
         )
