@@ -77,8 +77,8 @@ def per_object_error(model: WorldModel, data: Path) -> list[float]:
 
 
 def finished(run: Path) -> bool:
-    """A run that reached ``--steps`` and fitted its probe is read, not resumed: resuming checks
-    the saved model config against this version's, which refuses runs saved before a new field."""
+    """Whether ``run`` reached ``--steps`` and fitted its probe: then its logs and model are read
+    as they are, with no pass through the training loop."""
     state = run / "train_state" / "state.json"
     return state.is_file() and json.loads(state.read_text())["step"] >= args.steps and any(
         "probe_pos_err" in r for r in read_metrics(run)
