@@ -160,7 +160,7 @@ def main() -> None:
         if args.supervised:
             rows.append(reference_row(name, data, "supervised"))
     (work / "results.json").write_text(json.dumps(rows, indent=2))
-    latent = JEPAConfig().latent_dim
+    latent = JEPAConfig(**json.loads(args.jepa)).latent_dim
     print(
         f"\n{args.episodes} pixel episodes per world, {args.steps} steps x {args.batch_size} windows of "
         f"{args.window}, {args.threads} thread(s), JEPA overrides {args.jepa}; probe error on held-out "

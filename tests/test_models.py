@@ -125,6 +125,7 @@ def test_registry_resolves_families_by_name():
         (True, "cnn", "transformer", "sigreg"),
         (True, "vit", "gru", "vicreg"),
         (True, "keypoints", "mlp", "ema"),
+        (True, "grid", "transformer", "sigreg"),
         (False, "mlp", "mlp", "ema"),
         (False, "mlp", "transformer", "vicreg"),
     ],
@@ -237,6 +238,21 @@ def test_keypoint_encoder_reads_where_each_channel_fires():
     where, strength = out[0, :4].view(2, 2), out[0, 4:]
     assert torch.allclose(where, torch.tensor([[1.0, -1 / 3], [-1.0, 1.0]]), atol=1e-4)
     assert (strength > 20).all()  # log-sum-exp of one large logit, less log(16 cells)
+
+
+def test_grid_encoder_latent_is_a_map_of_local_features():
+    """Each latent value sees one region: a change in the top-left corner leaves the far cells'
+    values as they were (the point of the grid: no global head to mix objects away)."""
+    encoder = blocks.GridEncoder((3, 64, 64), dim=256)
+    frame = torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8)
+    changed = frame.clone()
+    changed[..., :8, :8] = 255 - changed[..., :8, :8]
+    with torch.no_grad():
+        before, after = (encoder(x).view(4, 8, 8) for x in (frame, changed))
+    moved = (before - after).abs().amax(0) > 1e-6
+    assert moved[0, 0] and not moved[4:, :].any() and not moved[:, 4:].any()
+    with pytest.raises(ValueError, match="latent_dim 100 must be a multiple of 64"):
+        blocks.GridEncoder((3, 64, 64), dim=100)
 
 
 def test_ema_target_tracks_the_online_encoder():

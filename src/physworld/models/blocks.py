@@ -140,6 +140,36 @@ class CNNEncoder(nn.Module):
         return self.head(self.trunk(x).flatten(1))
 
 
+class GridEncoder(nn.Module):
+    """Stride-2 convolutions down to a 1/8-resolution map, then a 1x1 convolution to
+    ``dim / cells`` channels; the latent is that map, flattened.
+
+    Every latent dimension sees one region of the frame (no global head), so a critic that asks
+    every dimension to vary asks every region's content -- every object -- to be in the latent.
+    Through a global head, the latent may spend all its dimensions on one object (measured on
+    Balls and Push: README, "JEPA critics on pixels").
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32):
+        super().__init__()
+        c, h, w = obs_shape
+        cells = (h // 8) * (w // 8)
+        if h < 8 or w < 8 or dim % cells:
+            raise ValueError(
+                f"the grid encoder's latent is a {h // 8}x{w // 8} map of {obs_shape[1:]} frames: "
+                f"latent_dim {dim} must be a multiple of {cells}"
+            )
+        layers: list[nn.Module] = []
+        for out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c = out
+        self.trunk = nn.Sequential(*layers, nn.Conv2d(c, dim // cells, 1))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = pixels_to_float(obs).contiguous(memory_format=torch.channels_last)
+        return self.trunk(x).flatten(1)
+
+
 class KeypointEncoder(nn.Module):
     """Convolutions to a map at 1/4 resolution, then a spatial soft-argmax per channel.
 
