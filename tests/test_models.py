@@ -253,6 +253,8 @@ def test_grid_encoder_latent_is_a_map_of_local_features():
     assert moved[0, 0] and not moved[4:, :].any() and not moved[:, 4:].any()
     with pytest.raises(ValueError, match="latent_dim 100 must be a multiple of 64"):
         blocks.GridEncoder((3, 64, 64), dim=100)
+    with pytest.raises(ValueError, match="at least 8x8 pixels, not 4x4"):
+        blocks.GridEncoder((3, 4, 4), dim=16)
 
 
 def test_ema_target_tracks_the_online_encoder():

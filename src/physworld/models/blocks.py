@@ -154,7 +154,9 @@ class GridEncoder(nn.Module):
         super().__init__()
         c, h, w = obs_shape
         cells = (h // 8) * (w // 8)
-        if h < 8 or w < 8 or dim % cells:
+        if not cells:
+            raise ValueError(f"the grid encoder needs frames of at least 8x8 pixels, not {h}x{w}")
+        if dim % cells:
             raise ValueError(
                 f"the grid encoder's latent is a {h // 8}x{w // 8} map of {obs_shape[1:]} frames: "
                 f"latent_dim {dim} must be a multiple of {cells}"
