@@ -126,6 +126,7 @@ def reference_row(name: str, data: Path, kind: str) -> dict:
 
 
 def main() -> None:
+    overrides = json.loads(args.jepa)
     work = Path(args.work).resolve()
     rows = []
     for name in args.worlds.split(","):
@@ -140,7 +141,7 @@ def main() -> None:
                     TrainConfig(
                         data=str(data), model="jepa", steps=args.steps, batch_size=args.batch_size, window=args.window,
                         out=str(run), threads=args.threads, seed=0, probe_steps=args.probe_steps,
-                        probe_frames=args.probe_frames, jepa=JEPAConfig(**{**json.loads(args.jepa), "critic": critic}),
+                        probe_frames=args.probe_frames, jepa=JEPAConfig(**{**overrides, "critic": critic}),
                     )
                 )
             logs = read_metrics(run)
@@ -160,7 +161,7 @@ def main() -> None:
         if args.supervised:
             rows.append(reference_row(name, data, "supervised"))
     (work / "results.json").write_text(json.dumps(rows, indent=2))
-    latent = JEPAConfig(**json.loads(args.jepa)).latent_dim
+    latent = JEPAConfig(**overrides).latent_dim
     print(
         f"\n{args.episodes} pixel episodes per world, {args.steps} steps x {args.batch_size} windows of "
         f"{args.window}, {args.threads} thread(s), JEPA overrides {args.jepa}; probe error on held-out "

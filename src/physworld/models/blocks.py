@@ -117,6 +117,16 @@ def cnn_channels(obs_shape: tuple[int, ...], width: int) -> list[int]:
     return [min(width * 2**i, 8 * width) for i in range(layers)]
 
 
+def halvings(in_channels: int, channels: list[int]) -> list[nn.Module]:
+    """Stride-2 4x4 convolutions with ReLU, one per entry of ``channels``: each halves the map
+    (the downsampling the pixel encoders share)."""
+    layers: list[nn.Module] = []
+    for out in channels:
+        layers += [nn.Conv2d(in_channels, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+        in_channels = out
+    return layers
+
+
 class CNNEncoder(nn.Module):
     """Stride-2 4x4 convolutions down to ~4x4, then an MLP head to ``dim``.
 
@@ -126,13 +136,10 @@ class CNNEncoder(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32):
         super().__init__()
-        c, h, w = obs_shape
-        layers: list[nn.Module] = []
-        for out in cnn_channels(obs_shape, width):
-            layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
-            c, h, w = out, h // 2, w // 2
-        self.trunk = nn.Sequential(*layers)
-        self.head = mlp([c * h * w, 2 * dim, dim], norm=True)
+        channels = cnn_channels(obs_shape, width)
+        self.trunk = nn.Sequential(*halvings(obs_shape[0], channels))
+        h, w = (side >> len(channels) for side in obs_shape[1:])
+        self.head = mlp([channels[-1] * h * w, 2 * dim, dim], norm=True)
 
     def forward(self, obs: Tensor) -> Tensor:
         # channels-last activations let oneDNN skip layout reorders (a large win in bf16 on CPU)
@@ -161,11 +168,9 @@ class GridEncoder(nn.Module):
                 f"the grid encoder's latent is a {h // 8}x{w // 8} map of {obs_shape[1:]} frames: "
                 f"latent_dim {dim} must be a multiple of {cells}"
             )
-        layers: list[nn.Module] = []
-        for out in (width, 2 * width, 4 * width):
-            layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
-            c = out
-        self.trunk = nn.Sequential(*layers, nn.Conv2d(c, dim // cells, 1))
+        self.trunk = nn.Sequential(
+            *halvings(c, [width, 2 * width, 4 * width]), nn.Conv2d(4 * width, dim // cells, 1)
+        )
 
     def forward(self, obs: Tensor) -> Tensor:
         x = pixels_to_float(obs).contiguous(memory_format=torch.channels_last)
@@ -186,10 +191,7 @@ class KeypointEncoder(nn.Module):
         super().__init__()
         c, h, w = obs_shape
         self.trunk = nn.Sequential(
-            nn.Conv2d(c, width, 4, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.ReLU(inplace=True),
+            *halvings(c, [width, 2 * width]),
             nn.Conv2d(2 * width, 2 * width, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, keypoints, 1),
