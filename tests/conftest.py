@@ -68,8 +68,10 @@ def tiny_tower(train_tiny: TinyTrainer, tiny_tower_budget: TrainBudget) -> tuple
 
 @pytest.fixture
 def few_towers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stability task at 12 towers (and 12 for the majority class), so a run takes seconds."""
+    """The stability task at 12 towers (and 12 for the majority class, 40 for the readout), so a
+    run takes seconds."""
     from physworld.eval.bench import stability
 
     monkeypatch.setattr(stability, "QUESTIONS", {True: 12, False: 12})
+    monkeypatch.setattr(stability, "READOUT_TOWERS", {True: 40, False: 40})
     monkeypatch.setattr(stability, "MAJORITY_SEEDS", range(5_000_000, 5_000_012))

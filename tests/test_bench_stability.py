@@ -119,10 +119,26 @@ def test_run_returns_a_well_formed_result(tiny_model, few_towers):
     assert all(0.0 <= r.value <= 100.0 for r in result.rows) and result.metric == "accuracy (%)"
     d = result.details
     assert d["questions"] == 12 and 0 < d["falls_fraction"] < 1
-    assert set(d["methods"]) >= {"model", "engine_oracle", "statics", "model_probe_on_truth"}
+    assert set(d["methods"]) >= {"model", "model_readout", "model_readout_start", "engine_oracle",
+                                 "statics", "model_probe_on_truth"}
+    assert result.rows[0].method.startswith("model (readout") and d["readout"]["towers"] == 40
     assert sum(v["count"] for v in d["model_by_blocks"].values()) == 12
     json.dumps(d)
     assert "image/gif" in result.sections[0] and result.reference and result.target
+
+
+def test_readout_learns_a_rule_it_can_express_and_reads_diverged_rollouts_as_far():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)) * [1.0, 100.0, 0.01, 1.0, 1.0]  # scales standardisation must undo
+    falls = x[:, 1] / 100 + x[:, 2] / 0.01 > 0.3
+    readout = stability.Readout(x, falls)
+    held_out = rng.normal(size=(400, 5)) * [1.0, 100.0, 0.01, 1.0, 1.0]
+    assert (readout(held_out) == (held_out[:, 1] / 100 + held_out[:, 2] / 0.01 > 0.3)).mean() > 0.95
+    assert (stability.Readout(x, np.zeros(400, bool))(held_out) == 0).all()  # one class: always it
+    start, imagined = np.zeros((2, 3)), np.full((2, 4, 3), np.nan)
+    imagined[0] = 1.0
+    features = stability.readout_features(start, imagined)
+    assert features.shape == (2, 15) and np.isfinite(features).all() and features[1].max() == 1e3
 
 
 def test_run_refuses_models_that_cannot_answer(tiny_model, copy_model):

@@ -185,6 +185,20 @@ def test_untrained_predictors_start_as_identity():
         assert torch.allclose(model.predict(z, torch.randn(4, 3, 2)), z[:, None].expand(4, 3, 32))
 
 
+def test_surprise_scores_each_step_from_the_observed_frames_before_it():
+    data = MovingDots(episodes=2, pixels=True)
+    model = small_jepa(data, predictor="mlp")
+    for p in model.predictor.parameters():  # leave the identity init, so predictions depend on z
+        torch.nn.init.normal_(p, std=0.3)
+    obs, actions = torch.as_tensor(data.obs[:, :6]), torch.as_tensor(data.actions[:, :5])
+    changed = obs.clone()
+    changed[:, 3] = 255 - changed[:, 3]
+    moved = (model.surprise(changed, actions) - model.surprise(obs, actions)).abs().amax(0)
+    # frame 3 is step 2's target and (history-free predictor) step 3's only history; an open-loop
+    # rollout from frame 0 would change step 2 alone
+    assert moved[2] > 0 and moved[3] > 0 and moved[[0, 1, 4]].eq(0).all()
+
+
 # --- critics and diagnostics ----------------------------------------------------------------
 
 

@@ -107,9 +107,11 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
 
     @torch.no_grad()
     def surprise(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """Per-step prediction error ``[B, T]`` of an open-loop rollout against the encoded clip.
+        """Per-step prediction error ``[B, T]``: high values flag a violation of expectation.
 
-        ``obs [B, T+1, ...]``, ``actions [B, T, A]``; high values flag a violation of expectation.
+        ``obs [B, T+1, ...]``, ``actions [B, T, A]``. Families that can condition on the observed
+        history score each step's prediction from it (JEPA, RNN, diffusion do); this default, for
+        one that cannot, scores an open-loop rollout from the first frame.
         """
         b, t1 = obs.shape[:2]
         z = self.encode(obs.flatten(0, 1)).unflatten(0, (b, t1))

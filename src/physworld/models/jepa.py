@@ -213,6 +213,15 @@ class JEPA(WorldModel):
         self.check_actions(actions)
         return self.predictor.rollout(z, actions.to(z.dtype))
 
+    def surprise(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Per-step error ``[B, T]`` of predicting each next latent from the observed history (the
+        predictor run teacher-forced, as in training): how much each new frame breaks what the
+        frames before it led the model to expect. Like the RNN's and the diffusion model's."""
+        self.check_actions(actions)
+        z = self.encode(obs)
+        pred = self.predictor(z[:, :-1], actions.to(z.dtype))
+        return (pred - z[:, 1:]).pow(2).flatten(2).mean(-1)
+
     @property
     def has_decoder(self) -> bool:
         return hasattr(self, "decoder")
