@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import phyre
-from physworld.eval.bench.base import BenchConfig, TrainBudget
+from physworld.eval.bench.base import TrainBudget
 from physworld.worlds.phyre import GREEN, RED, TEMPLATES, MiniPhyre
 
 
@@ -67,8 +66,7 @@ def test_auccess_on_hand_made_cases():
 
 def test_engine_ground_truth_and_oracle(monkeypatch):
     monkeypatch.setattr(phyre, "CANDIDATES", 40)
-    cfg = BenchConfig(out=Path("unused"), quick=True, threads=1)
-    questions, skipped = phyre.make_questions((0,), 2, cfg)
+    questions, skipped = phyre.make_questions((0,), 2, phyre.SEED_BASE)
     assert len(questions) == 2 and skipped >= 0
     for q in questions:
         assert q.solved.any() and q.placements.shape == (40, 2)
@@ -91,6 +89,7 @@ def tiny_model(train_tiny):
 def test_run_returns_a_well_formed_result(tiny_model, monkeypatch):
     monkeypatch.setattr(phyre, "CANDIDATES", 20)
     monkeypatch.setattr(phyre, "QUESTIONS", {True: 1, False: 1})
+    monkeypatch.setattr(phyre, "READOUT_SCENES", {True: 2, False: 2})
     model, cfg = tiny_model
     result = phyre.MiniPhyreTask().run(model, cfg)
     kinds = {r.kind for r in result.rows}
@@ -98,6 +97,8 @@ def test_run_returns_a_well_formed_result(tiny_model, monkeypatch):
     assert all(r.value == 100.0 for r in result.rows if r.kind == "oracle")
     assert all(0.0 <= r.value <= 100.0 for r in result.rows)
     assert result.details["within"]["questions"] == 4 and result.details["cross"]["questions"] == 2
+    assert result.rows[0].method.endswith("(readout of the imagined episode), within-template")
+    assert {"model", "model_gap", "prior"} <= set(result.details["within"]["auccess"])
     json.dumps(result.details)
     assert len(result.sections) == 2 and "<img" in result.sections[1]
     assert result.target and result.reference

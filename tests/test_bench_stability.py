@@ -13,6 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import stability
+from physworld.eval.bench.readout import Readout
 from physworld.worlds.tower import MAX_BLOCKS, Tower, static_margin
 
 WORLD = "physworld/Tower-v0"
@@ -131,10 +132,12 @@ def test_readout_learns_a_rule_it_can_express_and_reads_diverged_rollouts_as_far
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 5)) * [1.0, 100.0, 0.01, 1.0, 1.0]  # scales standardisation must undo
     falls = x[:, 1] / 100 + x[:, 2] / 0.01 > 0.3
-    readout = stability.Readout(x, falls)
+    readout = Readout(x, falls, stability.READOUT_DECAY)
     held_out = rng.normal(size=(400, 5)) * [1.0, 100.0, 0.01, 1.0, 1.0]
     assert (readout(held_out) == (held_out[:, 1] / 100 + held_out[:, 2] / 0.01 > 0.3)).mean() > 0.95
-    assert (stability.Readout(x, np.zeros(400, bool))(held_out) == 0).all()  # one class: always it
+    assert (Readout(x, np.zeros(400, bool), 1e-4)(held_out) == 0).all()  # one class: always it
+    with pytest.raises(ValueError, match=r"features \[N, F\] and N outcomes, got \(400, 5\) and 3"):
+        Readout(x, falls[:3], 1e-4)
     start, imagined = np.zeros((2, 3)), np.full((2, 4, 3), np.nan)
     imagined[0] = 1.0
     features = stability.readout_features(start, imagined)

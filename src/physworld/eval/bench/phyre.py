@@ -37,6 +37,7 @@ from physworld.eval.bench.base import (
     TrainBudget,
     register_task,
 )
+from physworld.eval.bench.readout import Readout
 from physworld.eval.report import side_by_side
 from physworld.eval.trajectory import encode, read_states
 from physworld.models import WorldModel
@@ -58,6 +59,10 @@ CANDIDATES = 100  # placements per question, as PHYRE's 100 attempts
 QUESTIONS = {False: 12, True: 4}  # per template, by cfg.quick
 SEED_BASE = 30_000_000  # question seeds: SEED_BASE + 100_000 * cfg.seed + 10_000 * template + i
 MAX_TRIES = 10  # seeds tried per wanted question before giving up on solvable ones
+READOUT_SCENES = {False: 48, True: 12}  # per trained template, by cfg.quick: scenes the readout is fitted on
+READOUT_SEED = 31_000_000  # their seeds: READOUT_SEED + 10_000 * template + i (apart from questions, training)
+READOUT_DECAY = 1e-3  # its L2 weight, chosen on the validation questions of --seed 1
+GAP_RANGE = (-2.0, 20.0)  # imagined gaps are clipped to this (a diverged rollout reads as far apart)
 
 
 def auccess_weights(attempts: int = CANDIDATES) -> np.ndarray:
@@ -120,8 +125,9 @@ def simulate(env: MiniPhyre, seed: int, placement: np.ndarray) -> tuple[np.ndarr
     return np.stack(states), bool(info["is_success"])
 
 
-def make_questions(templates: tuple[int, ...], count: int, cfg: BenchConfig, bar: Any = None) -> tuple[list[Question], int]:
-    """``count`` solvable questions per template, and how many unsolvable seeds were skipped."""
+def make_questions(templates: tuple[int, ...], count: int, first_seed: int, bar: Any = None) -> tuple[list[Question], int]:
+    """``count`` solvable questions per template (seeds ``first_seed + 10_000 * template + i``),
+    and how many unsolvable seeds were skipped."""
     out, skipped = [], 0
     for t in templates:
         env = make_env((t,))
@@ -129,7 +135,7 @@ def make_questions(templates: tuple[int, ...], count: int, cfg: BenchConfig, bar
         for i in range(count * MAX_TRIES):
             if found == count:
                 break
-            seed = SEED_BASE + 100_000 * cfg.seed + 10_000 * t + i
+            seed = first_seed + 10_000 * t + i
             _, info = env.reset(seed=seed)
             placements = env.sample_placements(CANDIDATES, np.random.default_rng(seed))
             runs = [simulate(env, seed, p) for p in placements]
@@ -164,12 +170,41 @@ def imagine(model: WorldModel, question: Question, horizon: int) -> np.ndarray:
     return states.reshape(len(z), horizon + 1, -1)
 
 
+def gaps(states: np.ndarray) -> np.ndarray:
+    """Green-blue gap (centre distance minus the radii) at every step ``[K, T, S] -> [K, T]``."""
+    pos = object_positions(states, states.shape[-1] // 6)
+    return np.linalg.norm(pos[..., GREEN, :] - pos[..., BLUE, :], axis=-1) - (GREEN_RADIUS + BLUE_RADIUS)
+
+
 def min_gap(states: np.ndarray) -> np.ndarray:
     """Smallest green-blue gap over the steps ``[K, T, S] -> [K]`` (non-finite: never touches)."""
-    pos = object_positions(states, states.shape[-1] // 6)
-    gap = np.linalg.norm(pos[..., GREEN, :] - pos[..., BLUE, :], axis=-1) - (GREEN_RADIUS + BLUE_RADIUS)
-    gap = np.where(np.isfinite(gap), gap, np.inf)
-    return gap.min(-1)
+    gap = gaps(states)
+    return np.where(np.isfinite(gap), gap, np.inf).min(-1)
+
+
+def placement_features(q: Question) -> np.ndarray:
+    """What a candidate is, in its scene: the red ball's placement relative to the green ball,
+    and their distance ``[K, 3]``."""
+    rel = q.placements - q.green
+    return np.concatenate([rel, np.linalg.norm(rel, axis=-1, keepdims=True)], -1)
+
+
+def readout_features(q: Question, imagined: np.ndarray) -> np.ndarray:
+    """The placement, and the imagined green-blue gap at every step with its minimum ``[K, 3+T+1]``."""
+    gap = np.nan_to_num(gaps(imagined), nan=GAP_RANGE[1], posinf=GAP_RANGE[1], neginf=GAP_RANGE[0]).clip(*GAP_RANGE)
+    return np.concatenate([placement_features(q), gap, gap.min(-1, keepdims=True)], -1)
+
+
+def fit_readouts(model: WorldModel, templates: tuple[int, ...], horizon: int, quick: bool) -> tuple[Readout, Readout]:
+    """Two readouts fitted on the engine's outcomes of every candidate in scenes of the model's
+    own templates (other seeds than any question): one reads the placement and the imagined
+    episode, the other the placement alone (a learned placement prior, no model)."""
+    scenes, _ = make_questions(templates, READOUT_SCENES[quick], READOUT_SEED)
+    solved = np.concatenate([q.solved for q in scenes])
+    imagined = np.concatenate([readout_features(q, imagine(model, q, horizon))
+                               for q in tqdm(scenes, desc="phyre: readout scenes", leave=False)])
+    placed = np.concatenate([placement_features(q) for q in scenes])
+    return Readout(imagined, solved, READOUT_DECAY), Readout(placed, solved, READOUT_DECAY)
 
 
 def check_model(model: WorldModel) -> None:
@@ -219,28 +254,33 @@ class MiniPhyreTask(BenchTask):
         trained = tuple(int(t) for t in model.config.world_kwargs.get("templates", TEMPLATES))
         held_out = tuple(t for t in TEMPLATES if t not in trained)
         count = QUESTIONS[cfg.quick]
+        first_seed = SEED_BASE + 100_000 * cfg.seed
         tick = time.perf_counter()
         with tqdm(total=count * len(TEMPLATES), desc="phyre: engine, 100 attempts per question", leave=False) as bar:
-            within, skip_w = make_questions(trained, count, cfg, bar)
-            cross, skip_c = make_questions(held_out, count, cfg, bar)
+            within, skip_w = make_questions(trained, count, first_seed, bar)
+            cross, skip_c = make_questions(held_out, count, first_seed, bar)
         engine_s = time.perf_counter() - tick
         horizon = make_env(trained).max_steps
+        readout, prior = fit_readouts(model, trained, horizon, cfg.quick)
 
         answers: dict[str, dict[str, Any]] = {}
         model_ms = []
         for split, questions in (("within", within), ("cross", cross)):
             for q in tqdm(questions, desc=f"phyre: model ranks ({split})", leave=False):
                 tick = time.perf_counter()
-                gaps = min_gap(imagine(model, q, horizon))
+                imagined = imagine(model, q, horizon)
                 model_ms.append(1000 * (time.perf_counter() - tick))
+                closest = min_gap(imagined)
+                order = np.argsort(-readout.logits(readout_features(q, imagined)), kind="stable")
                 near = np.linalg.norm(q.placements - q.green, axis=-1)
                 answers[f"{split}/{q.seed}"] = {
-                    "model": ranked_curve(np.argsort(gaps, kind="stable"), q.solved),
+                    "model": ranked_curve(order, q.solved),
+                    "model_gap": ranked_curve(np.argsort(closest, kind="stable"), q.solved),
                     "heuristic": ranked_curve(np.argsort(near, kind="stable"), q.solved),
+                    "prior": ranked_curve(np.argsort(-prior.logits(placement_features(q)), kind="stable"), q.solved),
                     "chance": chance_curve(q.solved),
                     "oracle": ranked_curve(np.argsort(~q.solved, kind="stable"), q.solved),
-                    "order": np.argsort(gaps, kind="stable"),
-                    "gaps": gaps,
+                    "order": order,
                 }
         details = self._details(within, cross, answers, model_ms, engine_s, skip_w + skip_c, trained, held_out, cfg)
         rows = self._rows(details, model)
@@ -252,7 +292,7 @@ class MiniPhyreTask(BenchTask):
 
     # --- scoring and reporting ---------------------------------------------------------------
     def _details(self, within, cross, answers, model_ms, engine_s, skipped, trained, held_out, cfg) -> dict[str, Any]:
-        methods = ("model", "chance", "heuristic", "oracle")
+        methods = ("model", "model_gap", "chance", "heuristic", "prior", "oracle")
         out: dict[str, Any] = {
             "templates": {t: TEMPLATES[t][0] for t in TEMPLATES},
             "trained_templates": list(trained), "held_out_templates": list(held_out),
@@ -262,6 +302,7 @@ class MiniPhyreTask(BenchTask):
             "model_ms_per_question_median": float(np.median(model_ms)) if model_ms else None,
             "engine_ms_per_question": 1000 * engine_s / max(1, len(within) + len(cross)),
             "seed": cfg.seed, "quick": cfg.quick,
+            "readout": {"scenes_per_template": READOUT_SCENES[cfg.quick], "seed": READOUT_SEED, "l2": READOUT_DECAY},
         }
         for split, questions in (("within", within), ("cross", cross)):
             curves = {m: np.stack([answers[f"{split}/{q.seed}"][m] for q in questions]) for m in methods} if questions else {}
@@ -282,11 +323,14 @@ class MiniPhyreTask(BenchTask):
         return out
 
     def _rows(self, d: dict[str, Any], model: WorldModel) -> list[Row]:
-        who = f"{model.config.family or 'model'} (imagined outcome)"
+        who = model.config.family or "model"
         names = {
-            "model": (who, "model", "min imagined green-blue gap first"),
+            "model": (f"{who} (readout of the imagined episode)", "model",
+                      "logistic regression on the placement and the imagined green-blue gap, fitted on other scenes"),
+            "model_gap": (f"{who} (imagined outcome)", "model", "min imagined green-blue gap first"),
             "chance": ("chance", "baseline", "expected over random orders; copy-last and constant velocity tie every candidate, so equal this"),
             "heuristic": ("nearest to green first", "baseline", "hand rule"),
+            "prior": ("learned placement prior", "baseline", "the readout on the placement alone, no model"),
             "oracle": ("engine oracle", "oracle", "engine outcome first"),
         }
         rows = []
@@ -301,23 +345,28 @@ class MiniPhyreTask(BenchTask):
         rows = []
         for split in ("within", "cross"):
             for name, r in d[split]["per_template"].items():
-                rows.append([split, name, r["questions"], f"{r['solve_rate']:.1f}%", r["model"], r["chance"], r["heuristic"], r["oracle"]])
+                rows.append([split, name, r["questions"], f"{r['solve_rate']:.1f}%", r["model"], r["model_gap"], r["chance"],
+                             r["heuristic"], r["prior"], r["oracle"]])
         intro = html.paragraph(
-            f"Each question: {CANDIDATES} seeded red-ball placements; the model ranks them by the smallest imagined "
-            f"green-blue gap and they are tried in the engine in that order. Trained templates "
+            f"Each question: {CANDIDATES} seeded red-ball placements; the model imagines each one's episode and they "
+            "are tried in the engine in the order of a readout (a logistic regression on the placement and the imagined "
+            f"green-blue gap at every step, fitted on the engine's outcomes in {d['readout']['scenes_per_template']} "
+            "other scenes per trained template), or of the smallest imagined gap. The learned placement prior is the "
+            "same readout without the model. Trained templates "
             f"{[TEMPLATES[t][0] for t in d['trained_templates']]}, held out {[TEMPLATES[t][0] for t in d['held_out_templates']]}. "
             f"Success: {d['success_definition']}. {d['skipped_unsolvable']} unsolvable scenes were skipped. "
             f"Ranking {CANDIDATES} candidates takes the model {d['model_ms_per_question_median'] or 0:.0f} ms per question "
             f"(median); simulating them takes the engine {d['engine_ms_per_question']:.0f} ms."
         )
+        compared = ("model", "model_gap", "chance", "heuristic", "prior", "oracle")
+        headers = ["model readout", "min imagined gap", "chance", "nearest to green", "placement prior", "oracle"]
         s1 = html.table(
-            ["split", "model", "chance", "nearest to green", "oracle"],
-            [[s, *(f"{d[s]['success_at_1'][m]:.0f}%" for m in ("model", "chance", "heuristic", "oracle"))]
-             for s in ("within", "cross") if d[s]["questions"]],
+            ["split", *headers],
+            [[s, *(f"{d[s]['success_at_1'][m]:.0f}%" for m in compared)] for s in ("within", "cross") if d[s]["questions"]],
         )
         return html.section(
             self.title, intro,
-            html.table(["split", "template", "questions", "solve rate", "model", "chance", "nearest to green", "oracle"], rows),
+            html.table(["split", "template", "questions", "solve rate", *headers], rows),
             html.paragraph("Solved on the first attempt:"), s1,
         )
 

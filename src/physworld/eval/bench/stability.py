@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from physworld.eval import html
@@ -31,6 +30,7 @@ from physworld.eval.bench.base import (
     TrainBudget,
     register_task,
 )
+from physworld.eval.bench.readout import Readout
 from physworld.eval.report import animation
 from physworld.eval.trajectory import (
     STATE_FIELDS,
@@ -200,40 +200,14 @@ def readout_features(start: np.ndarray, imagined: np.ndarray) -> np.ndarray:
     return np.nan_to_num(x, nan=1e3, posinf=1e3, neginf=-1e3).clip(-1e3, 1e3).astype(np.float32)
 
 
-class Readout:
-    """Logistic regression from features to "falls" (Physion's readout protocol), standardised
-    features, L2 weight :data:`READOUT_DECAY`, fitted to convergence with L-BFGS."""
-
-    def __init__(self, features: np.ndarray, falls: np.ndarray, decay: float = READOUT_DECAY) -> None:
-        x = torch.as_tensor(features, dtype=torch.float64)
-        self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-6)
-        x, y = (x - self.mean) / self.std, torch.as_tensor(falls, dtype=torch.float64)
-        self.linear = torch.nn.Linear(x.shape[1], 1, dtype=torch.float64)
-        opt = torch.optim.LBFGS(self.linear.parameters(), max_iter=500, line_search_fn="strong_wolfe")
-
-        def objective() -> torch.Tensor:
-            opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(self.linear(x)[:, 0], y)
-            loss = loss + decay * self.linear.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(objective)
-
-    @torch.no_grad()
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
-        return (self.linear(x)[:, 0] > 0).numpy()
-
-
 def fit_readouts(model: WorldModel, world_kwargs: dict[str, Any], quick: bool) -> tuple[Readout, Readout]:
     """The readout on the encoded tower + its imagined rollout, and the one on the tower alone,
     both fitted on the engine's labels of :data:`READOUT_TOWERS` towers of their own seeds."""
     towers = ask_engine(world_kwargs, [READOUT_SEED + i for i in range(READOUT_TOWERS[quick])])
     start, imagined = imagine(model, towers)
     falls = towers.falls()
-    return Readout(readout_features(start, imagined), falls), Readout(start, falls)
+    return (Readout(readout_features(start, imagined), falls, READOUT_DECAY),
+            Readout(start, falls, READOUT_DECAY))
 
 
 @torch.no_grad()

@@ -1,0 +1,46 @@
+"""The readout protocol of Physion and PHYRE's learned baselines: a head on a model's features.
+
+A task that answers by imagining can also ask a small classifier to read the answer off what the
+model imagined, fitted on the engine's outcomes of other scenes (never the questions). It shows
+what the imagined rollout holds beyond what a fixed rule reads from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Readout:
+    """Logistic regression from features ``[N, F]`` to a yes/no outcome: standardised features,
+    an L2 weight ``decay``, fitted to convergence with L-BFGS (deterministic, no learning rate)."""
+
+    def __init__(self, features: np.ndarray, outcome: np.ndarray, decay: float) -> None:
+        x = torch.as_tensor(features, dtype=torch.float64)
+        if x.ndim != 2 or len(x) != len(outcome) or not len(x):
+            raise ValueError(f"a readout needs features [N, F] and N outcomes, got {tuple(x.shape)} and {len(outcome)}")
+        self.mean, self.std = x.mean(0), x.std(0).nan_to_num(0.0).clamp_min(1e-6)
+        x, y = (x - self.mean) / self.std, torch.as_tensor(outcome, dtype=torch.float64)
+        self.linear = torch.nn.Linear(x.shape[1], 1, dtype=torch.float64)
+        opt = torch.optim.LBFGS(self.linear.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+        def objective() -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(self.linear(x)[:, 0], y)
+            loss = loss + decay * self.linear.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(objective)
+
+    @torch.no_grad()
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """How strongly the readout expects the outcome, ``[N]`` (ranks candidates)."""
+        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
+        return self.linear(x)[:, 0].numpy()
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """The readout's yes/no answers ``[N]``."""
+        return self.logits(features) > 0
