@@ -8,6 +8,13 @@ the candidates by the smallest imagined green-blue gap (gap = centre distance mi
 radii; the closest call first). The candidates are then tried in the engine in that order, and
 PHYRE's AUCCESS scores how soon one succeeds (:func:`auccess`).
 
+The first model row ranks instead by a readout, as PHYRE's learned baselines score actions with
+a network fitted on training tasks' outcomes: a logistic regression on the candidate's placement
+and its imagined green-blue gap at every step, fitted on the engine's outcomes of every candidate
+in :data:`READOUT_SCENES` scenes per trained template (other seeds than any question). The same
+readout on the placement alone, with no model, is a baseline (the learned placement prior): the
+gap between the two is what the imagined episode adds.
+
 Within-template questions come from the templates the model was trained on (new seeds);
 cross-template questions from the rest, which the model never saw. Questions that no candidate
 solves are skipped (every PHYRE task is solvable), so the engine oracle (candidates that succeed
