@@ -259,7 +259,7 @@ class CausalTask(BenchTask):
     def budget(self, quick: bool) -> TrainBudget:
         """State data from sparse pushes (the world's exploration 'expert'), the state JEPA."""
         if quick:
-            return TrainBudget(episodes=150, steps=1500, policy="expert", probe_steps=800,
+            return TrainBudget(episodes=150, steps=1200, policy="expert", probe_steps=800,
                                extra={"latent_dim": 64})
         return TrainBudget(episodes=400, steps=4000, policy="expert", probe_steps=1500,
                            extra={"latent_dim": 64})

@@ -243,7 +243,7 @@ class PermanenceTask(BenchTask):
             "latent_dim": 64, "rollout_steps": 10, "critic": "vicreg",
         }
         if quick:
-            return TrainBudget(episodes=120, steps=300, obs="pixels", window=CLIP, probe_steps=0, extra=extra)
+            return TrainBudget(episodes=120, steps=150, obs="pixels", window=CLIP, probe_steps=0, extra=extra)
         return TrainBudget(episodes=300, steps=2000, obs="pixels", window=CLIP, probe_steps=0, extra=extra)
 
     def check(self, model: WorldModel) -> None:

@@ -252,7 +252,7 @@ class MiniPhyreTask(BenchTask):
         """Random placements (the candidates' own distribution), whole 60-step episodes cut into
         windows; the rollout loss spans the window, since questions are answered open loop."""
         if quick:
-            return TrainBudget(episodes=600, steps=1500, window=12, probe_steps=500, extra={"rollout_steps": 12})
+            return TrainBudget(episodes=600, steps=1000, window=12, probe_steps=500, extra={"rollout_steps": 12})
         return TrainBudget(episodes=3000, steps=4000, window=12, probe_steps=1000, extra={"rollout_steps": 12})
 
     def run(self, model: WorldModel, cfg: BenchConfig) -> TaskResult:

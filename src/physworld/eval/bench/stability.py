@@ -321,7 +321,7 @@ class Stability(BenchTask):
 
 LABELS = {
     "model_readout": "model (readout of its imagined 2 s: logistic regression fitted on other towers)",
-    "model": "model (imagined 2 s rollout, the fall rule on its probe's readings)",
+    "model": "model (imagined 2 s rollout; the fall rule on its probe's readings)",
     "chance": "chance (coin flip)",
     "majority": "majority class",
     "copy_last": "copy last state (never falls)",
