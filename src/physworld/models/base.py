@@ -111,12 +111,18 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
 
         ``obs [B, T+1, ...]``, ``actions [B, T, A]``. Families that can condition on the observed
         history score each step's prediction from it (JEPA, RNN, diffusion do); this default, for
-        one that cannot, scores an open-loop rollout from the first frame.
+        one that cannot, is :meth:`rollout_error`.
         """
+        return self.rollout_error(obs, actions)
+
+    @torch.no_grad()
+    def rollout_error(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Per-step error ``[B, T]`` of the open-loop rollout from the first frame against the
+        encoded clip: how far the clip strays from what the model imagines from its start."""
         b, t1 = obs.shape[:2]
         z = self.encode(obs.flatten(0, 1)).unflatten(0, (b, t1))
         pred = self.predict(z[:, 0], actions)
-        return (pred - z[:, 1:]).pow(2).flatten(2).mean(-1)
+        return (pred - z[:, 1:]).float().pow(2).flatten(2).mean(-1)
 
     # --- training hooks (no-ops unless a family needs them) ----------------------------------
     def calibrate(self, batch: dict[str, Tensor]) -> None:

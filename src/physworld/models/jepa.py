@@ -213,6 +213,7 @@ class JEPA(WorldModel):
         self.check_actions(actions)
         return self.predictor.rollout(z, actions.to(z.dtype))
 
+    @torch.no_grad()
     def surprise(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Per-step error ``[B, T]`` of predicting each next latent from the observed history (the
         predictor run teacher-forced, as in training): how much each new frame breaks what the

@@ -20,7 +20,8 @@ Surprise combines two of the model's predictions, because each misses what the o
   step's prediction from the frames observed before it, peaked over the clip (its maximum). It
   catches what breaks in view (a vanish in plain sight, a square) but forgets a ball the screen
   hides, so it is surprised when the ball comes back and not when it stays away;
-- *imagined*: the error of an open-loop rollout from the first frame (``encode`` + ``predict``),
+- *imagined*: :meth:`~physworld.models.WorldModel.rollout_error`, the error of an open-loop
+  rollout from the first frame,
   averaged over the clip. The rollout carries the ball behind the screen and out again, so it
   catches what happens out of sight, but its blur toward a scene without a ball hides a vanish
   in view.
@@ -186,9 +187,7 @@ def model_surprise(model: WorldModel, clips: np.ndarray, batch: int = 32) -> tup
         obs = torch.as_tensor(clips[i : i + batch]).permute(0, 1, 4, 2, 3).to(device)
         actions = torch.zeros(len(obs), obs.shape[1] - 1, model.config.action_dim, device=device)
         expected.append(model.surprise(obs, actions).float().cpu().numpy())
-        z = model.encode(obs)
-        rollout = model.predict(z[:, 0], actions)
-        imagined.append((rollout - z[:, 1:]).float().pow(2).flatten(2).mean(-1).cpu().numpy())
+        imagined.append(model.rollout_error(obs, actions).cpu().numpy())
     return np.concatenate(expected), np.concatenate(imagined)
 
 

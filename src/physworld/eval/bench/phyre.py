@@ -196,10 +196,11 @@ def placement_features(q: Question) -> np.ndarray:
     return np.concatenate([rel, np.linalg.norm(rel, axis=-1, keepdims=True)], -1)
 
 
-def readout_features(q: Question, imagined: np.ndarray) -> np.ndarray:
-    """The placement, and the imagined green-blue gap at every step with its minimum ``[K, 3+T+1]``."""
+def readout_features(placed: np.ndarray, imagined: np.ndarray) -> np.ndarray:
+    """The placement features, and the imagined green-blue gap at every step with its minimum
+    ``[K, 3+T+1]``."""
     gap = np.nan_to_num(gaps(imagined), nan=GAP_RANGE[1], posinf=GAP_RANGE[1], neginf=GAP_RANGE[0]).clip(*GAP_RANGE)
-    return np.concatenate([placement_features(q), gap, gap.min(-1, keepdims=True)], -1)
+    return np.concatenate([placed, gap, gap.min(-1, keepdims=True)], -1)
 
 
 def fit_readouts(model: WorldModel, templates: tuple[int, ...], horizon: int, quick: bool) -> tuple[Readout, Readout]:
@@ -208,10 +209,11 @@ def fit_readouts(model: WorldModel, templates: tuple[int, ...], horizon: int, qu
     episode, the other the placement alone (a learned placement prior, no model)."""
     scenes, _ = make_questions(templates, READOUT_SCENES[quick], READOUT_SEED)
     solved = np.concatenate([q.solved for q in scenes])
-    imagined = np.concatenate([readout_features(q, imagine(model, q, horizon))
-                               for q in tqdm(scenes, desc="phyre: readout scenes", leave=False)])
-    placed = np.concatenate([placement_features(q) for q in scenes])
-    return Readout(imagined, solved, READOUT_DECAY), Readout(placed, solved, READOUT_DECAY)
+    placed = [placement_features(q) for q in scenes]
+    imagined = np.concatenate([readout_features(p, imagine(model, q, horizon))
+                               for p, q in tqdm(zip(placed, scenes, strict=True), total=len(scenes),
+                                                desc="phyre: readout scenes", leave=False)])
+    return Readout(imagined, solved, READOUT_DECAY), Readout(np.concatenate(placed), solved, READOUT_DECAY)
 
 
 def check_model(model: WorldModel) -> None:
@@ -277,14 +279,13 @@ class MiniPhyreTask(BenchTask):
                 tick = time.perf_counter()
                 imagined = imagine(model, q, horizon)
                 model_ms.append(1000 * (time.perf_counter() - tick))
-                closest = min_gap(imagined)
-                order = np.argsort(-readout.logits(readout_features(q, imagined)), kind="stable")
-                near = np.linalg.norm(q.placements - q.green, axis=-1)
+                placed = placement_features(q)
+                order = np.argsort(-readout.logits(readout_features(placed, imagined)), kind="stable")
                 answers[f"{split}/{q.seed}"] = {
                     "model": ranked_curve(order, q.solved),
-                    "model_gap": ranked_curve(np.argsort(closest, kind="stable"), q.solved),
-                    "heuristic": ranked_curve(np.argsort(near, kind="stable"), q.solved),
-                    "prior": ranked_curve(np.argsort(-prior.logits(placement_features(q)), kind="stable"), q.solved),
+                    "model_gap": ranked_curve(np.argsort(min_gap(imagined), kind="stable"), q.solved),
+                    "heuristic": ranked_curve(np.argsort(placed[:, -1], kind="stable"), q.solved),  # nearest first
+                    "prior": ranked_curve(np.argsort(-prior.logits(placed), kind="stable"), q.solved),
                     "chance": chance_curve(q.solved),
                     "oracle": ranked_curve(np.argsort(~q.solved, kind="stable"), q.solved),
                     "order": order,
