@@ -109,11 +109,11 @@ def supervised_encoder(model: WorldModel, store: EpisodeStore) -> float:
 
 def reference_row(name: str, data: Path, kind: str) -> dict:
     """The probe fitted exactly as after training, on a freshly initialised encoder ("untrained")
-    or on one trained with the true state ("supervised")."""
+    or on one trained with the true state ("supervised"), of the architecture ``--jepa`` sets."""
     store = EpisodeStore.open(data)
     train_store, held_out = store.split(0.1, seed=0)
     seed_everything(0)
-    model = build_model(TrainConfig(model="jepa"), store.meta).eval()
+    model = build_model(TrainConfig(model="jepa", jepa=JEPAConfig(**json.loads(args.jepa))), store.meta).eval()
     seconds = supervised_encoder(model, train_store) if kind == "supervised" else None
     probe = fit_probe(
         model, Windows(train_store, args.window), steps=args.probe_steps, frames=args.probe_frames,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import pkgutil
 import shutil
@@ -23,7 +24,7 @@ import tyro
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from physworld.models.probe import StateProbe
+from physworld.models.probe import SpatialProbe, StateProbe
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -49,6 +50,7 @@ class ModelConfig:
     arena_size: Annotated[float, Data] = 1.0  # world units; probe errors are reported / arena_size
     probe_input: Annotated[int, Data] = 0  # latent size the state probe reads (0: no probe yet)
     probe_hidden: int = 256  # hidden width of the state probe's MLP (0: a linear probe)
+    probe_spatial: bool = True  # a latent that is a map of cells is read by the soft-argmax probe
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(self.obs_shape)  # JSON gives lists back
@@ -56,6 +58,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """Build from a saved ``config.json``, ignoring keys this version does not know."""
+        if "probe_input" in values and "probe_spatial" not in values:  # saved with an MLP probe
+            values = {**values, "probe_spatial": False}
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
@@ -136,9 +140,21 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         """Give the model an (unfitted) probe reading ``latent_size`` flattened latent values."""
         if not self.config.state_dim:
             raise ValueError("this model was built without a state_dim: there is no state to probe")
-        self.config.probe_input = latent_size
-        self.probe = StateProbe(latent_size, self.config.state_dim, self.config.probe_hidden)
+        c = self.config
+        c.probe_input = latent_size
+        cells = self.latent_map()
+        if c.probe_spatial and cells is not None and math.prod(cells) == latent_size:
+            self.probe = SpatialProbe(
+                latent_size, c.state_dim, cells, c.obs_shape[-1], c.arena_size
+            )
+        else:
+            self.probe = StateProbe(latent_size, c.state_dim, c.probe_hidden)
         return self.probe
+
+    def latent_map(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` when the latent is a map of local features tiling the frame (read by
+        :class:`SpatialProbe`), flattened channel-major; ``None`` for a latent without layout."""
+        return None
 
     def read_state(self, z: Tensor) -> Tensor:
         """Latent ``[B, ...]`` -> estimated ground-truth state ``[B, S]`` through the fitted probe."""

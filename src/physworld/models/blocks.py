@@ -159,7 +159,15 @@ class GridEncoder(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32):
         super().__init__()
-        c, h, w = obs_shape
+        channels = self.map_shape(obs_shape, dim)[0]
+        self.trunk = nn.Sequential(
+            *halvings(obs_shape[0], [width, 2 * width, 4 * width]), nn.Conv2d(4 * width, channels, 1)
+        )
+
+    @staticmethod
+    def map_shape(obs_shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
+        """The latent's ``(channels, rows, cols)`` for these frames and ``latent_dim``."""
+        h, w = obs_shape[1:]
         cells = (h // 8) * (w // 8)
         if not cells:
             raise ValueError(f"the grid encoder needs frames of at least 8x8 pixels, not {h}x{w}")
@@ -168,9 +176,7 @@ class GridEncoder(nn.Module):
                 f"the grid encoder's latent is a {h // 8}x{w // 8} map of {obs_shape[1:]} frames: "
                 f"latent_dim {dim} must be a multiple of {cells}"
             )
-        self.trunk = nn.Sequential(
-            *halvings(c, [width, 2 * width, 4 * width]), nn.Conv2d(4 * width, dim // cells, 1)
-        )
+        return dim // cells, h // 8, w // 8
 
     def forward(self, obs: Tensor) -> Tensor:
         x = pixels_to_float(obs).contiguous(memory_format=torch.channels_last)

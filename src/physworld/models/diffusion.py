@@ -229,9 +229,6 @@ class FrameProbe(StateProbe):
     @torch.no_grad()
     def reset(self, z: Tensor, states: Tensor) -> None:
         super().reset(z, states)
-        for module in self.net.modules():
-            if isinstance(module, nn.Conv2d | nn.LayerNorm):
-                module.reset_parameters()
         self.z_loc.zero_()
         self.z_scale.fill_(1.0)
 

@@ -194,6 +194,10 @@ class JEPA(WorldModel):
         if c.state_dim and not c.probe_input:
             self.attach_probe(c.latent_dim)
 
+    def latent_map(self) -> tuple[int, int, int] | None:
+        c = self.config
+        return blocks.GridEncoder.map_shape(c.obs_shape, c.latent_dim) if c.encoder == "grid" else None
+
     # --- the contract -----------------------------------------------------------------------
     def encode(self, obs: Tensor) -> Tensor:
         """``[..., *obs_shape]`` -> ``[..., latent_dim]`` (any number of leading dims)."""

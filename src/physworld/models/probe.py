@@ -3,18 +3,23 @@
 Every evaluation reads object positions out of a model through this probe, so it is fitted the
 same way for every family: the model is frozen, single frames are encoded with
 ``model.encode``, and a small MLP (or linear map) is regressed onto the engine's state vector.
-The probe is a submodule of the model (``model.probe``), so it is saved in ``model.safetensors``.
+A latent that is a map of local features (the grid encoder's cells) is read by
+:class:`SpatialProbe` instead, a soft-argmax over the cells (V-JEPA's attentive probe, with
+positions read from where it attends). The probe is a submodule of the model
+(``model.probe``), so it is saved in ``model.safetensors``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from physworld.models.blocks import mlp
+from physworld.worlds.render import Renderer
 
 if TYPE_CHECKING:
     from physworld.models.base import WorldModel
@@ -59,19 +64,101 @@ class StateProbe(nn.Module):
                 "the state probe was never fitted: run physworld.models.probe.fit_probe(model, "
                 "windows) (physworld train does this when --probe-steps > 0)"
             )
-        return self.net((z.float() - self.z_loc) / self.z_scale) * self.s_scale + self.s_loc
+        return self.standardised(z.float()) * self.s_scale + self.s_loc
+
+    def standardised(self, z: Tensor) -> Tensor:
+        """Flat latent ``[B, F]`` -> the state in standardised units (what ``fit_probe`` regresses)."""
+        return self.net((z - self.z_loc) / self.z_scale)
+
+    def fit_loss(self, z: Tensor, target: Tensor) -> Tensor:
+        """What ``fit_probe`` minimises: squared error in standardised units."""
+        return F.mse_loss(self.standardised(z), target)
 
     @torch.no_grad()
     def reset(self, z: Tensor, states: Tensor) -> None:
         """Re-initialise the weights and fit the standardisation to ``(z, states)``."""
-        for layer in self.net:
-            if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         self.z_loc.copy_(z.mean(0))
         self.z_scale.copy_(z.std(0).clamp_min(1e-6))
         self.s_loc.copy_(states.mean(0))
         self.s_scale.copy_(states.std(0).clamp_min(1e-6))
         self.fitted.fill_(False)
+
+
+class SpatialProbe(StateProbe):
+    """The state probe for latents that are maps of local features: ``C x H x W`` cells tiling
+    the frame (the grid encoder's latent).
+
+    A small network over the cells scores how much each cell holds each object and where in the
+    cell it sits; an object's position is the score-weighted mean of those places (a soft-argmax),
+    and its other state fields are read from the score-weighted mean of the cell features. The
+    same weights serve every cell, so an object is read the same way wherever it is; the flat MLP
+    has to learn each cell's reading apart and memorises its training episodes (Balls, grid
+    latent: 3.4% position error on its own frames, 18.7% on held-out episodes; this probe 1.0%:
+    README, "JEPA critics on pixels"). Cells are placed in the world by the renderer's camera,
+    which every physworld world shares.
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        state_dim: int,
+        latent_map: tuple[int, int, int],
+        image_size: int,
+        arena_size: float,
+        width: int = 64,
+    ):
+        super().__init__(latent_size, state_dim, hidden=0)
+        channels, rows, cols = latent_map
+        if channels * rows * cols != latent_size or state_dim % STATE_FIELDS:
+            raise ValueError(
+                f"a {channels}x{rows}x{cols} latent map does not hold {latent_size} values, or "
+                f"state_dim {state_dim} is not whole objects of {STATE_FIELDS} fields"
+            )
+        self.latent_map, self.objects = (channels, rows, cols), state_dim // STATE_FIELDS
+        camera, pixels = Renderer(image_size, arena_size), np.arange(image_size)
+        # world (x, y) of each cell's centre: the renderer's pixel-centre coordinates, interpolated
+        xs = np.interp((np.arange(cols) + 0.5) * image_size / cols - 0.5, pixels, camera.xs)
+        ys = np.interp((np.arange(rows) + 0.5) * image_size / rows - 0.5, pixels, camera.ys)
+        grid_y, grid_x = torch.meshgrid(torch.tensor(ys), torch.tensor(xs), indexing="ij")
+        self.register_buffer("centres", torch.stack([grid_x, grid_y]).flatten(1).float())
+        self.register_buffer("coords", torch.stack(torch.meshgrid(
+            torch.linspace(-1, 1, rows), torch.linspace(-1, 1, cols), indexing="ij"))[None])
+        self.reach = 1.2 * float(xs[1] - xs[0]) if cols > 1 else arena_size  # offsets: ±1.2 cells
+        n = self.objects
+        self.net = nn.Sequential(  # per cell: features from the cell and its 3x3 neighbourhood
+            nn.Conv2d(channels + 2, width, 1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU()
+        )
+        self.where = nn.Conv2d(width, 3 * n, 1)  # per object: a score and an (x, y) offset
+        self.rest = nn.Conv1d(n * width, n * (STATE_FIELDS - 2), 1, groups=n)  # per object
+        is_position = torch.zeros(n, STATE_FIELDS, dtype=torch.bool)
+        is_position[:, :2] = True
+        self.register_buffer("is_position", is_position.flatten())
+        self.requires_grad_(False)
+
+    def standardised(self, z: Tensor) -> Tensor:
+        b, n = len(z), self.objects
+        cells = ((z - self.z_loc) / self.z_scale).view(b, *self.latent_map)
+        feats = self.net(torch.cat([cells, self.coords.expand(b, -1, -1, -1)], 1))
+        out, feats = self.where(feats).flatten(2), feats.flatten(2)  # [B, 3n, cells], [B, W, cells]
+        weight = out[:, :n].softmax(-1)  # [B, n, cells]: where each object is
+        offset = torch.tanh(out[:, n:].unflatten(1, (n, 2))) * self.reach  # [B, n, 2, cells]
+        where = ((self.centres + offset) * weight[:, :, None]).sum(-1)  # [B, n, 2] world units
+        # the other fields read the features the positions shaped: velocities cannot be read
+        # from one frame, and their irreducible error would otherwise blur the positions
+        pooled = (weight @ feats.transpose(1, 2)).detach()  # [B, n, width]
+        rest = self.rest(pooled.flatten(1)[..., None]).view(b, n, STATE_FIELDS - 2)
+        state = torch.cat([where, rest], -1).flatten(1)
+        return torch.where(self.is_position, (state - self.s_loc) / self.s_scale, state)
+
+    def fit_loss(self, z: Tensor, target: Tensor) -> Tensor:
+        """Distance for positions (its gradient does not fade as they get close, unlike a
+        square's), squared error for the other fields."""
+        error = self.standardised(z) - target
+        where = error[:, self.is_position].unflatten(1, (self.objects, 2)).norm(dim=-1).mean()
+        return where + error[:, ~self.is_position].pow(2).mean()
 
 
 @torch.no_grad()
@@ -136,8 +223,7 @@ def fit_probe(
     with torch.enable_grad():
         for _ in range(steps):
             idx = torch.randint(len(z), (min(256, len(z)),), generator=gen).to(device)
-            pred = probe.net((z[idx] - probe.z_loc) / probe.z_scale)
-            loss = F.mse_loss(pred, target[idx])
+            loss = probe.fit_loss(z[idx], target[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
