@@ -110,7 +110,9 @@ class VICReg(nn.Module):
             n = packed[-1]
             mean, second = packed[:d] / n, packed[d:-1].view(d, d)
             cov = (second - n * torch.outer(mean, mean)) / (n - 1)
-            std = (cov.diagonal() + self.eps).sqrt()
+            # the summed moments cancel in float32: a near-constant dimension far from zero (a
+            # grid cell that always shows the wall) can come out slightly negative
+            std = (cov.diagonal().clamp_min(0) + self.eps).sqrt()
             off = cov - torch.diag(cov.diagonal())
             return (
                 self.var_weight * F.relu(1 - std).mean() + self.cov_weight * off.square().sum() / d
