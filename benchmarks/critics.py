@@ -107,13 +107,13 @@ def supervised_encoder(model: WorldModel, store: EpisodeStore) -> float:
     return time.perf_counter() - start
 
 
-def reference_row(name: str, data: Path, kind: str) -> dict:
+def reference_row(name: str, data: Path, kind: str, overrides: dict) -> dict:
     """The probe fitted exactly as after training, on a freshly initialised encoder ("untrained")
     or on one trained with the true state ("supervised"), of the architecture ``--jepa`` sets."""
     store = EpisodeStore.open(data)
     train_store, held_out = store.split(0.1, seed=0)
     seed_everything(0)
-    model = build_model(TrainConfig(model="jepa", jepa=JEPAConfig(**json.loads(args.jepa))), store.meta).eval()
+    model = build_model(TrainConfig(model="jepa", jepa=JEPAConfig(**overrides)), store.meta).eval()
     seconds = supervised_encoder(model, train_store) if kind == "supervised" else None
     probe = fit_probe(
         model, Windows(train_store, args.window), steps=args.probe_steps, frames=args.probe_frames,
@@ -160,9 +160,9 @@ def main() -> None:
             )
             print(f"{name}/{critic}: done", file=sys.stderr)
         if not args.no_baseline:
-            rows.append(reference_row(name, data, "untrained"))
+            rows.append(reference_row(name, data, "untrained", overrides))
         if args.supervised:
-            rows.append(reference_row(name, data, "supervised"))
+            rows.append(reference_row(name, data, "supervised", overrides))
     (work / "results.json").write_text(json.dumps(rows, indent=2))
     latent = JEPAConfig(**overrides).latent_dim
     print(

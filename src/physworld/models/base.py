@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
 import pkgutil
 import shutil
@@ -143,7 +142,7 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         c = self.config
         c.probe_input = latent_size
         cells = self.latent_map()
-        if c.probe_spatial and cells is not None and math.prod(cells) == latent_size:
+        if c.probe_spatial and cells is not None:
             self.probe = SpatialProbe(
                 latent_size, c.state_dim, cells, c.obs_shape[-1], c.arena_size
             )

@@ -96,7 +96,7 @@ class SpatialProbe(StateProbe):
     and its other state fields are read from the score-weighted mean of the cell features. The
     same weights serve every cell, so an object is read the same way wherever it is; the flat MLP
     has to learn each cell's reading apart and memorises its training episodes (Balls, grid
-    latent: 3.4% position error on its own frames, 18.7% on held-out episodes; this probe 1.0%:
+    latent: 3.4% position error on its own frames, 18.7% on held-out episodes; this probe 1.5%:
     README, "JEPA critics on pixels"). Cells are placed in the world by the renderer's camera,
     which every physworld world shares.
     """
