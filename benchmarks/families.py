@@ -10,12 +10,12 @@ two thirds of its steps on the VAE stage), then score each on the same held-out 
 10_000_000, random actions) with the eval module's functions:
 
 - **accuracy vs horizon**: fraction of object positions within 5% of the arena of the engine's,
-  at steps 1, 10 and the horizon. A single frame shows no velocity, so every model is started
-  from a *context* of ``--context`` real frames (and the actions between them): the scenes are
-  rolled ``context - 1`` steps further and scored from the last context frame, where the
-  constant-velocity baseline starts from the true state. A family without ``encode_context``
-  (JEPA: its ``predict`` takes one latent) is started from the last context frame alone; the
-  table says which. ``physworld eval`` (one frame) is the same scoring with context 1.
+  at steps 1, 10 and the horizon. A single frame shows no velocity, so the scenes start
+  ``--context - 1`` steps after the reset and keep those frames as their context
+  (``engine_rollout(context=...)``); each model reads its state at step 0 from its own
+  ``context_frames`` of them (the table's context column: a JEPA with ``frames=1`` reads one),
+  and the constant-velocity baseline starts from the true state there. ``physworld eval`` is the
+  same scoring (``model_rollout``), with each model's own context.
 - **speed vs the engine**: ``physworld.eval.speed.measure_speed`` at ``--speed-batch``, pixel
   mode (engine step + render vs ``predict`` + ``decode``, or + the probe without a decoder);
 - **probe on true frames**: the state probe applied to the engine's own frames at each step (no
@@ -45,23 +45,22 @@ from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from physworld.data import CollectConfig, collect  # noqa: E402
 from physworld.eval.speed import measure_speed  # noqa: E402
 from physworld.eval.trajectory import (  # noqa: E402
+    ModelRollout,
     Scenes,
     constant_velocity,
     copy_last_state,
     engine_rollout,
-    model_obs,
-    read_states,
-    to_frames,
+    model_rollout,
     trajectory_metrics,
 )
 from physworld.models import WorldModel, load_model  # noqa: E402
 from physworld.models.diffusion import DiffusionConfig  # noqa: E402
+from physworld.models.jepa import JEPAConfig  # noqa: E402
 from physworld.models.rnn import RNNConfig  # noqa: E402
 from physworld.runtime import set_threads  # noqa: E402
 from physworld.train import TrainConfig, train, training_seconds  # noqa: E402
@@ -79,6 +78,7 @@ def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -
             window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
             probe_frames=args.probe_frames, progress=not args.quiet,
             rnn=RNNConfig(vae_steps=2 * args.steps // 3), diffusion=DiffusionConfig(),
+            jepa=JEPAConfig(**json.loads(args.jepa)),
         )
         train(cfg)
     return load_model(out / "model").eval()
@@ -88,38 +88,14 @@ def _step(out: Path) -> int:
     return json.loads((out / "train_state" / "state.json").read_text())["step"]
 
 
-def shifted(scenes: Scenes, k: int) -> Scenes:
-    """The scenes seen from step ``k``: what the baselines are given when a model gets ``k+1`` frames."""
-    return replace(scenes, obs=scenes.obs[:, k:], actions=scenes.actions[:, k:], states=scenes.states[:, k:])
-
-
-@torch.no_grad()
-def context_rollout(model: WorldModel, scenes: Scenes, context: int, batch: int = 64) -> tuple[np.ndarray, torch.Tensor, bool]:
-    """Predicted states ``[N, H, S]`` from ``context`` real frames; also the latents and whether
-    the family used the whole context (``encode_context``) or its last frame only."""
-    k, n = context - 1, len(scenes.seeds)
-    uses_context = callable(getattr(model, "encode_context", None))
-    obs = model_obs(model, scenes.obs[:, : k + 1])
-    actions = torch.from_numpy(scenes.actions).to(obs.device)
-    latents = []
-    for lo in range(0, n, batch):
-        sl = slice(lo, lo + batch)
-        z = model.encode_context(obs[sl], actions[sl, :k]) if uses_context else model.encode(obs[sl, k])
-        latents.append(model.predict(z, actions[sl, k:]))
-    z = torch.cat(latents)
-    states = read_states(model, z.flatten(0, 1), batch).reshape(n, z.shape[1], -1)
-    return states, z, uses_context
-
-
-def strip(model: WorldModel, scenes: Scenes, z: torch.Tensor, context: int, steps: int) -> np.ndarray:
-    """Engine frames (top) over the model's (bottom) for scene 0, steps 1..``steps`` after the context."""
-    truth = scenes.obs[0, context : context + steps]
-    if model.has_decoder:
-        frames = to_frames(model.decode(z[0, :steps]))
-    else:
+def strip(scenes: Scenes, rollout: ModelRollout, steps: int) -> np.ndarray:
+    """Engine frames (top) over the model's (bottom) for scene 0, steps 1..``steps``."""
+    truth = scenes.obs[0, 1 : steps + 1]
+    if rollout.frames is not None:
+        frames = rollout.frames[0, :steps]
+    else:  # no decoder: the probe's states drawn by the world's renderer
         env = scenes.make_env(0)
-        states = read_states(model, z[0, :steps], steps)
-        frames = np.stack([env.render_state(s) for s in states])
+        frames = np.stack([env.render_state(s) for s in rollout.states[0, :steps]])
     pad = lambda rows: np.concatenate([np.pad(f, ((2, 2), (2, 2), (0, 0)), constant_values=255) for f in rows], 1)  # noqa: E731
     return np.concatenate([pad(truth), pad(frames)], 0)
 
@@ -129,22 +105,17 @@ def parameters(model: WorldModel) -> int:
 
 
 def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dict:
-    k = args.context - 1
-    base = shifted(scenes, k)
     eps = 0.05 * scenes.arena_size
-    states, z, used = context_rollout(model, scenes, args.context)
-    with torch.no_grad():  # the probe's own share of the error: read the engine's true frames
-        truth = model.encode(model_obs(model, base.obs[:, 1:]).flatten(0, 1))
-        on_truth = read_states(model, truth, 256).reshape(states.shape)
-    Image.fromarray(strip(model, scenes, z, args.context, args.strip)).save(args.png)
-    speed_scenes = replace(base, seeds=base.seeds[: args.speed_batch], actions=base.actions[:, : args.speed_horizon])
+    rollout = model_rollout(model, scenes, batch_size=64, decode=1)
+    Image.fromarray(strip(scenes, rollout, args.strip)).save(args.png)
+    speed_scenes = replace(scenes, seeds=scenes.seeds[: args.speed_batch], actions=scenes.actions[:, : args.speed_horizon])
     speed = measure_speed(model, speed_scenes, (args.speed_batch,), warmup=1, repeats=3)
     return {
-        "model": trajectory_metrics(states, base, eps),
-        "constant_velocity": trajectory_metrics(constant_velocity(base), base, eps),
-        "copy_last_state": trajectory_metrics(copy_last_state(base), base, eps),
-        "probe_on_truth": trajectory_metrics(on_truth, base, eps),
-        "context": args.context if used else 1,
+        "model": trajectory_metrics(rollout.states, scenes, eps),
+        "constant_velocity": trajectory_metrics(constant_velocity(scenes), scenes, eps),
+        "copy_last_state": trajectory_metrics(copy_last_state(scenes), scenes, eps),
+        "probe_on_truth": trajectory_metrics(rollout.probe_on_truth, scenes, eps),
+        "context": min(model.context_frames, args.context),
         "speed_pixels": speed["pixels"]["rows"][0],
         "speed_state": speed["state"]["rows"][-1],
     }
@@ -159,6 +130,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps, every family")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--window", type=int, default=6)
+    parser.add_argument("--jepa", default="{}", help='JEPAConfig overrides as JSON, e.g. \'{"encoder": "grid"}\'')
     parser.add_argument("--probe-steps", type=int, default=1000)
     parser.add_argument("--probe-frames", type=int, default=2048)
     parser.add_argument("--eval-episodes", type=int, default=100)
@@ -191,7 +163,7 @@ def main() -> None:
             if scenes is None:
                 seeds = list(range(EVAL_SEED, EVAL_SEED + args.eval_episodes))
                 kwargs = {**model.config.world_kwargs, "obs": "pixels"}
-                scenes = engine_rollout(world, kwargs, seeds, args.horizon + args.context - 1, "random")
+                scenes = engine_rollout(world, kwargs, seeds, args.horizon, "random", args.context)
             args.png = work / f"{name}-{family}-strip.png"
             result = evaluate(model, scenes, args)
             result.update(world=name, family=family, params=parameters(model), train_seconds=seconds)

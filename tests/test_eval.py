@@ -221,3 +221,44 @@ def test_a_pixel_model_with_a_decoder_is_timed_with_decode_and_animated(tiny_run
     assert results["model"]["has_decoder"]
     assert [r["model"] for r in results["speed"]["pixels"]["rows"]] == ["predict + decode"]
     assert "model decoded frames" in sections[-1]
+
+
+class FiniteDifference(Ballistic):
+    """Ballistic, but a single observation shows no velocity (``encode`` zeroes it): the state
+    needs two frames, and ``encode_context`` differences them."""
+
+    context_frames = 2
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        s = obs.float().unflatten(-1, (-1, 6)).clone()
+        s[..., 2:] = 0
+        return s.flatten(-2)
+
+    def encode_context(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        z = self.encode(obs[:, -1]).unflatten(-1, (-1, 6))
+        if obs.shape[1] > 1:
+            z[..., 2:4] = (obs[:, -1] - obs[:, -2]).float().unflatten(-1, (-1, 6))[..., :2] / STEP
+        return z.flatten(-2)
+
+
+def test_scenes_keep_their_context_and_a_model_reads_its_state_from_it():
+    seeds = list(range(10_000_000, 10_000_006))
+    plain = engine_rollout(BALLS, {"obs": "state"}, seeds, horizon=12)
+    late = engine_rollout(BALLS, {"obs": "state"}, seeds, horizon=10, context=3)
+    # the same episodes, scored from two steps later, with what came before kept as context
+    np.testing.assert_array_equal(late.states, plain.states[:, 2:])
+    np.testing.assert_array_equal(late.context_obs, plain.obs[:, :2])
+    np.testing.assert_array_equal(late.context_actions, plain.actions[:, :2])
+    assert late.horizon == 10 and plain.context_obs is None
+    with pytest.raises(ValueError, match="context must be at least 1"):
+        engine_rollout(BALLS, {"obs": "state"}, seeds, horizon=3, context=0)
+
+    model = FiniteDifference(ballistic().config)
+    _, rollout = score_all(model, late, epsilon=0.5, batch_size=4)
+    z0 = model.encode_context(torch.from_numpy(np.concatenate([late.context_obs[:, 1:], late.obs[:, :1]], 1)), None)
+    np.testing.assert_allclose(rollout.states, model.predict(z0, torch.from_numpy(late.actions)).numpy(), atol=1e-5)
+    _, from_one_frame = score_all(model, plain, epsilon=0.5, batch_size=4)  # no context: at rest
+    np.testing.assert_allclose(from_one_frame.states[..., 0::6], copy_last_state(plain)[..., 0::6], atol=1e-5)
+    # the probe's own share reads every true step the same way: positions, and differenced velocities
+    np.testing.assert_allclose(rollout.probe_on_truth[..., :2], late.states[:, 1:, :2], atol=1e-5)
+    assert np.abs(rollout.probe_on_truth[..., 2:4]).max() > 0

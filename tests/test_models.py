@@ -120,19 +120,22 @@ def test_registry_resolves_families_by_name():
 
 
 @pytest.mark.parametrize(
-    "pixels,encoder,predictor,critic",
+    "pixels,encoder,predictor,critic,frames",
     [
-        (True, "cnn", "transformer", "sigreg"),
-        (True, "vit", "gru", "vicreg"),
-        (True, "keypoints", "mlp", "ema"),
-        (True, "grid", "transformer", "sigreg"),
-        (False, "mlp", "mlp", "ema"),
-        (False, "mlp", "transformer", "vicreg"),
+        (True, "cnn", "transformer", "sigreg", 1),
+        (True, "vit", "gru", "vicreg", 1),
+        (True, "keypoints", "mlp", "ema", 1),
+        (True, "grid", "transformer", "sigreg", 1),
+        (True, "grid", "conv", "ema", 2),
+        (False, "mlp", "mlp", "ema", 1),
+        (False, "mlp", "transformer", "vicreg", 2),
     ],
 )
-def test_every_part_combination_fulfils_the_contract(pixels, encoder, predictor, critic):
+def test_every_part_combination_fulfils_the_contract(pixels, encoder, predictor, critic, frames):
     data = MovingDots(episodes=2, pixels=pixels)
-    model = small_jepa(data, encoder=encoder, predictor=predictor, critic=critic, idm_weight=1.0)
+    model = small_jepa(
+        data, encoder=encoder, predictor=predictor, critic=critic, idm_weight=1.0, frames=frames
+    )
     batch = next(data.batches(3))
     z = model.encode(batch["obs"][:, 0])
     assert z.shape == (3, 32)
@@ -178,11 +181,31 @@ def test_transformer_predictor_is_causal_and_its_cached_rollout_matches_recomput
 
 
 def test_untrained_predictors_start_as_identity():
-    data = MovingDots(episodes=2)
-    for kind in ("transformer", "mlp", "gru"):
-        model = small_jepa(data, predictor=kind)
+    data = MovingDots(episodes=2, pixels=True)
+    for kind in ("transformer", "mlp", "gru", "conv"):
+        model = small_jepa(data, predictor=kind, encoder="grid")
         z = torch.randn(4, 32)
         assert torch.allclose(model.predict(z, torch.randn(4, 3, 2)), z[:, None].expand(4, 3, 32))
+
+
+def test_frames_read_velocity_from_the_frames_before_each_one():
+    data = MovingDots(episodes=2, pixels=True)
+    model = small_jepa(data, encoder="grid", predictor="conv", frames=2)
+    obs, actions = torch.as_tensor(data.obs[:, :6]), torch.as_tensor(data.actions[:, :5])
+    clip = model.encode_clip(obs)
+    # a frame alone is read as if it had been still; in a clip, with the frame before it
+    torch.testing.assert_close(clip[:, 0], model.encode(obs[:, 0]))
+    torch.testing.assert_close(model.encode_context(obs[:, 2:4]), clip[:, 3])
+    still = obs[:, 3:4].expand(-1, 2, -1, -1, -1)
+    assert not torch.allclose(model.encode_context(obs[:, 2:4]), model.encode_context(still))
+    torch.testing.assert_close(model.encode_context(still), model.encode(obs[:, 3]))
+    assert model.context_frames == 2
+    with pytest.raises(ValueError, match="too short for frames=3"):
+        small_jepa(data, frames=3).loss({"obs": obs[:, :3], "actions": actions[:, :2]})
+    with pytest.raises(ValueError, match="conv predictor reads a latent map"):
+        small_jepa(data, predictor="conv")
+    with pytest.raises(ValueError, match="frames must be at least 1"):
+        JEPAConfig(frames=0)
 
 
 def test_surprise_scores_each_step_from_the_observed_frames_before_it():

@@ -231,7 +231,7 @@ def score_ood(
     ood: dict[str, Any] = {"applicable": kwargs is not None, "changes": changes}
     scenes = rollout = None
     if kwargs is not None:
-        scenes = engine_rollout(model.config.world, kwargs, seeds, cfg.horizon, cfg.policy)
+        scenes = engine_rollout(model.config.world, kwargs, seeds, cfg.horizon, cfg.policy, model.context_frames)
         scores, rollout = score_all(model, scenes, eps, cfg.batch_size, decode=min(1, cfg.animations))
         ood.update(split_results(scores, scenes))
     else:
@@ -259,7 +259,7 @@ def run_eval(cfg: EvalConfig, model: WorldModel | None = None) -> Evaluation:
         raise ValueError(f"evaluation seeds {seeds[0]}..{seeds[-1]} overlap the training data's {trained}; pick another --seed")
     started = time.perf_counter()
 
-    scenes = engine_rollout(c.world, world_kwargs(model), seeds, cfg.horizon, cfg.policy)
+    scenes = engine_rollout(c.world, world_kwargs(model), seeds, cfg.horizon, cfg.policy, model.context_frames)
     if scenes.states.shape[-1] != c.state_dim:
         raise ValueError(f"{c.world} scenes have {scenes.states.shape[-1]} state values, the model's probe {c.state_dim}")
     eps = cfg.epsilon * scenes.arena_size
@@ -277,6 +277,9 @@ def run_eval(cfg: EvalConfig, model: WorldModel | None = None) -> Evaluation:
             "threads": threads, "device": str(device), "speed_batches": list(cfg.speed_batches),
             "speed_repeats": cfg.speed_repeats, "speed_warmup": cfg.speed_warmup, "speed_min_seconds": cfg.speed_min_seconds,
             "constant_velocity_from": "the velocity in the true state at t=0 (no differencing)",
+            "context_frames": model.context_frames,
+            "context": "the model reads its state at t=0 from this many real frames, the last one at t=0; "
+            "scenes start that many frames minus one after the reset",
             "accuracy": "fraction of (scene, object) pairs whose predicted position is within epsilon_world_units of the engine's",
         },
         "versions": versions(),

@@ -36,6 +36,10 @@ class Scenes:
     active: np.ndarray  # [N, n_objects] bool: objects in play (Balls may leave slots empty)
     arena_size: float
     step_seconds: float  # simulated time per env step: dt * frame_skip
+    # what came before step 0 (``engine_rollout(context=K)``): K-1 frames and the K-1 actions
+    # from the first of them into step 0, for a model that reads a state from several frames
+    context_obs: np.ndarray | None = None  # [N, K-1, *obs]
+    context_actions: np.ndarray | None = None  # [N, K-1, A]
 
     @property
     def n_objects(self) -> int:
@@ -66,11 +70,19 @@ def engine_rollout(
     seeds: list[int],
     horizon: int,
     policy: Policy = "random",
+    context: int = 1,
 ) -> Scenes:
     """Roll the engine out from each seed with a policy seeded by that seed.
 
+    With ``context > 1`` the scenes start ``context - 1`` steps after the reset, and the frames
+    and actions before that are kept as their context: every predictor (and baseline) is scored
+    from the same step 0, and a model that reads velocity from several frames gets them.
     Termination (e.g. Push's success) is ignored: a prediction is scored on the whole horizon.
     """
+    if context < 1:
+        raise ValueError(f"context must be at least 1 frame, not {context}")
+    k = context - 1
+    horizon += k
     env = make_world(world, world_kwargs, horizon)
     kwargs = {**world_kwargs, "max_steps": env.max_steps}
     obs_all, actions_all, states_all, active = [], [], [], []
@@ -88,16 +100,19 @@ def engine_rollout(
         states_all.append(np.stack(states))
         actions_all.append(np.stack(actions))
         active.append(np.arange(env.n_objects) < info["n_objects"])
+    obs, actions = np.stack(obs_all), np.stack(actions_all).astype(np.float32)
     return Scenes(
         world=world,
         world_kwargs=kwargs,
         seeds=list(seeds),
-        obs=np.stack(obs_all),
-        actions=np.stack(actions_all).astype(np.float32),
-        states=np.stack(states_all).astype(np.float32),
+        obs=obs[:, k:],
+        actions=actions[:, k:],
+        states=np.stack(states_all)[:, k:].astype(np.float32),
         active=np.stack(active),
         arena_size=float(env.arena_size),
         step_seconds=float(env.dt * env.frame_skip),
+        context_obs=obs[:, :k] if k else None,
+        context_actions=actions[:, :k] if k else None,
     )
 
 
@@ -147,8 +162,8 @@ def model_obs(model: WorldModel, obs: np.ndarray) -> torch.Tensor:
 class ModelRollout:
     """What an open-loop model rollout yields, all as numpy states ``[N, ..., S]``."""
 
-    states: np.ndarray  # [N, H, S]: read_state(predict(encode(obs0), actions))
-    probe_on_truth: np.ndarray  # [N, H, S]: read_state(encode(true obs_t)), no prediction
+    states: np.ndarray  # [N, H, S]: read_state(predict(z_0, actions)), z_0 from the real frames up to t=0
+    probe_on_truth: np.ndarray  # [N, H, S]: read_state(z_t), the true frames' latents: no prediction
     frames: np.ndarray | None  # [N, H, h, w, 3] uint8 from decode, when the model has one
 
 
@@ -156,9 +171,10 @@ class ModelRollout:
 def model_rollout(
     model: WorldModel, scenes: Scenes, batch_size: int = 256, decode: int = 0
 ) -> ModelRollout:
-    """Encode the first observation, ``predict`` over the horizon, read states via the probe.
+    """Read the state at step 0 (from ``context_frames`` real frames: :func:`read_latents`),
+    ``predict`` over the horizon, read states via the probe.
 
-    ``probe_on_truth`` encodes the engine's own observation at every step and reads it with
+    ``probe_on_truth`` reads the engine's own observations at every step the same way and reads it with
     the probe: the error that remains with no prediction at all, i.e. the probe's share.
     ``decode`` scenes (the first ones) also get decoded frames, if the model is a pixel model
     with a decoder.
@@ -166,8 +182,7 @@ def model_rollout(
     model.eval()
     device = next(model.parameters()).device
     n, h = len(scenes.seeds), scenes.horizon
-    z = encode(model, scenes.obs.reshape(n * (h + 1), *scenes.obs.shape[2:]), batch_size)
-    z = z.unflatten(0, (n, h + 1))  # [N, H+1, ...]
+    z = read_latents(model, scenes, batch_size)  # [N, H+1, ...]
     actions = torch.from_numpy(scenes.actions).to(device)
     z_pred = torch.cat(
         [model.predict(z[lo : lo + batch_size, 0], actions[lo : lo + batch_size]) for lo in range(0, n, batch_size)]
@@ -178,6 +193,25 @@ def model_rollout(
         decoded = model.decode(z_pred[:decode].flatten(0, 1))
         frames = to_frames(decoded).reshape(min(decode, n), h, *frames_shape(model))
     return ModelRollout(read(z_pred), read(z[:, 1:]), frames)
+
+
+@torch.no_grad()
+def read_latents(model: WorldModel, scenes: Scenes, batch_size: int = 256) -> torch.Tensor:
+    """The model's state at every step of every scene ``[N, H+1, ...]``: each frame read with
+    the ``context_frames - 1`` real frames before it (from the scenes' context before step 0)."""
+    n, h, k = len(scenes.seeds), scenes.horizon, model.context_frames
+    if k == 1:
+        return encode(model, scenes.obs.reshape(n * (h + 1), *scenes.obs.shape[2:]), batch_size).unflatten(0, (n, h + 1))
+    before = 0 if scenes.context_obs is None else scenes.context_obs.shape[1]
+    obs = scenes.obs if not before else np.concatenate([scenes.context_obs, scenes.obs], 1)
+    actions = scenes.actions if not before else np.concatenate([scenes.context_actions, scenes.actions], 1)
+    device = next(model.parameters()).device
+    out = []
+    for lo in range(0, n, batch_size):
+        clip, acts = model_obs(model, obs[lo : lo + batch_size]), torch.from_numpy(actions[lo : lo + batch_size]).to(device)
+        steps = [range(max(0, t - k + 1), t + 1) for t in range(before, before + h + 1)]
+        out.append(torch.stack([model.encode_context(clip[:, s.start : s.stop], acts[:, s.start : s.stop - 1]) for s in steps], 1))
+    return torch.cat(out)
 
 
 def encode(model: WorldModel, obs: np.ndarray, batch_size: int) -> torch.Tensor:
@@ -261,8 +295,8 @@ DESCRIPTIONS = {
     "engine_oracle": "the engine re-run from the same seeds and actions (the 100% reference)",
     "copy_last_state": "every step repeats the true state at t=0",
     "constant_velocity": "straight lines at the velocity held in the true t=0 state (no walls, no collisions)",
-    "model": "the model's open-loop rollout: encode(obs at t=0), predict over the horizon, read_state",
-    "model_probe_on_truth": "diagnostic: read_state(encode(true obs at step t)), no prediction (the probe's own error)",
+    "model": "the model's open-loop rollout: encode_context(its context_frames real frames up to t=0), predict over the horizon, read_state",
+    "model_probe_on_truth": "diagnostic: read_state(encode_context(true frames up to step t)), no prediction (the probe's own error)",
 }
 
 

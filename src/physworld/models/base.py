@@ -63,7 +63,8 @@ class ModelConfig:
 
 
 class WorldModel(nn.Module, PyTorchModelHubMixin):
-    """Base class: ``encode``, ``predict``, ``loss``, optional ``decode``, ``surprise``.
+    """Base class: ``encode``, ``predict``, ``loss``, optional ``decode``, ``surprise``,
+    ``encode_context``.
 
     Shapes: observations ``[B, *obs_shape]``; latents ``[B, D]``; actions ``[B, H, A]``.
     A batch (what ``loss`` takes) is the dict the data loader yields:
@@ -97,6 +98,18 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
     def forward(self, batch: dict[str, Tensor], step: int = 0) -> dict[str, Tensor]:
         """The loss: DistributedDataParallel syncs gradients only through ``forward``."""
         return self.loss(batch, step=step)
+
+    def encode_context(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """A clip ``obs [B, T+1, ...]``, ``actions [B, T, A]`` -> the state at its last frame, read
+        with the frames before it: a family whose state holds velocity or memory overrides this
+        (a single frame shows no velocity). By default, the last frame alone."""
+        return self.encode(obs[:, -1])
+
+    @property
+    def context_frames(self) -> int:
+        """Real frames ``encode_context`` needs for a complete state (evaluation starts every
+        model from this many); from fewer, the state starts at rest."""
+        return 1
 
     def decode(self, z: Tensor) -> Tensor:
         raise NotImplementedError(

@@ -381,6 +381,39 @@ class MLPPredictor(nn.Module):
         return torch.stack(out, 1)
 
 
+class ConvPredictor(nn.Module):
+    """History-free, for a latent map: ``z[t+1] = z[t] + CNN(z[t], a[t])`` with 3x3 convolutions.
+
+    The same local rule everywhere: an object's motion learnt in one region of the frame applies in
+    every other, and walls are where the padding starts. An MLP over the flattened map has to
+    learn each cell's motion separately; on pixel Balls it learnt to leave every ball where it was.
+    """
+
+    def __init__(self, map_shape: tuple[int, int, int], action_dim: int, width: int = 128, depth: int = 3):
+        super().__init__()
+        self.map_shape = map_shape
+        channels = map_shape[0]
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Conv2d(channels + action_dim if i == 0 else width, width, 3, padding=1), nn.GELU()]
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, channels, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z: Tensor, a: Tensor) -> Tensor:
+        lead, (_, h, w) = z.shape[:-1], self.map_shape
+        x = z.reshape(-1, *self.map_shape)
+        act = a.reshape(-1, a.shape[-1], 1, 1).expand(-1, -1, h, w).to(x.dtype)
+        return (x + self.net(torch.cat([x, act], 1))).reshape(*lead, -1)
+
+    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
+        z, out = z0, []
+        for t in range(actions.shape[1]):
+            z = self(z, actions[:, t])
+            out.append(z)
+        return torch.stack(out, 1)
+
+
 class GRUPredictor(nn.Module):
     """A GRU whose hidden state (initialised from the first latent) carries the history."""
 

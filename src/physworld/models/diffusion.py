@@ -284,6 +284,10 @@ class DiffusionWorldModel(WorldModel):
         """Latent ``[B, D]`` -> its frame history ``[B, history, C, H, W]`` in [-1, 1]."""
         return z.reshape(-1, self.config.history, *self.config.obs_shape)
 
+    @property
+    def context_frames(self) -> int:
+        return self.config.history
+
     def encode(self, obs: Tensor) -> Tensor:
         """One frame ``[..., C, H, W]`` -> a history at rest ``[..., history * C * H * W]``."""
         self._check_frames(obs)

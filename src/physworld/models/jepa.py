@@ -43,7 +43,7 @@ from physworld.models.base import Data, ModelConfig, WorldModel, register_model
 from physworld.models.critics import EMATarget, SIGReg, VICReg, collapse_stats
 
 Encoder = Literal["auto", "cnn", "grid", "keypoints", "mlp", "vit"]
-Predictor = Literal["transformer", "mlp", "gru"]
+Predictor = Literal["transformer", "mlp", "gru", "conv"]
 Critic = Literal["sigreg", "vicreg", "ema"]
 ReconError = Literal["auto", "l1", "mse"]
 DEFAULT_CRITIC_WEIGHT = {"sigreg": 0.1, "vicreg": 1.0, "ema": 0.0}
@@ -76,10 +76,13 @@ class JEPAConfig(ModelConfig):
 
     family: Annotated[str, Data] = "jepa"
     latent_dim: int = 128  # size of the per-frame latent vector
+    frames: int = 1  # consecutive frames read into each latent (2: it holds velocity, so a
+    # history-free predictor can be exact); ``encode`` repeats its one frame (at rest)
     encoder: Encoder = "auto"  # cnn/grid/keypoints/vit read pixels, mlp reads states; auto: cnn or mlp
     encoder_width: int = 32  # CNN channels (x2 per layer, up to x8); MLP: 8x; ViT: 6x
     keypoints: int = 32  # keypoints encoder: channels read out as (x, y, strength)
     predictor: Predictor = "transformer"  # AdaLN-zero causal transformer | gru | mlp (no history)
+    # | conv (no history, 3x3 convolutions over the grid encoder's map)
     predictor_width: int = 128
     predictor_depth: int = 2  # transformer blocks (mlp: hidden layers)
     predictor_heads: int = 4
@@ -103,6 +106,8 @@ class JEPAConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.frames < 1:
+            raise ValueError(f"JEPA frames must be at least 1, not {self.frames}")
         for name, value, allowed in (
             ("encoder", self.encoder, get_args(Encoder)),
             ("predictor", self.predictor, get_args(Predictor)),
@@ -128,23 +133,30 @@ class JEPAConfig(ModelConfig):
 
 
 def build_encoder(c: JEPAConfig) -> nn.Module:
+    """The encoder of ``frames`` observations stacked on their first axis (channels, or state values)."""
     kind = c.encoder if c.encoder != "auto" else ("cnn" if c.obs_kind == "pixels" else "mlp")
+    shape = (c.frames * c.obs_shape[0], *c.obs_shape[1:])
     if kind == "mlp":
         if c.obs_kind == "pixels":
             raise ValueError("the mlp encoder reads state vectors; use cnn or vit for pixels")
-        return blocks.MLPEncoder(c.obs_shape[-1], c.latent_dim, width=8 * c.encoder_width)
+        return blocks.MLPEncoder(shape[-1], c.latent_dim, width=8 * c.encoder_width)
     if c.obs_kind != "pixels":
         raise ValueError(f"the {kind} encoder reads pixels, but this data is {c.obs_kind!r}")
     if kind == "vit":
-        return blocks.ViTEncoder(c.obs_shape, c.latent_dim, width=6 * c.encoder_width)
+        return blocks.ViTEncoder(shape, c.latent_dim, width=6 * c.encoder_width)
     if kind == "keypoints":
-        return blocks.KeypointEncoder(c.obs_shape, c.latent_dim, c.encoder_width, c.keypoints)
+        return blocks.KeypointEncoder(shape, c.latent_dim, c.encoder_width, c.keypoints)
     if kind == "grid":
-        return blocks.GridEncoder(c.obs_shape, c.latent_dim, c.encoder_width)
-    return blocks.CNNEncoder(c.obs_shape, c.latent_dim, c.encoder_width)
+        return blocks.GridEncoder(shape, c.latent_dim, c.encoder_width)
+    return blocks.CNNEncoder(shape, c.latent_dim, c.encoder_width)
 
 
 def build_predictor(c: JEPAConfig) -> nn.Module:
+    if c.predictor == "conv":
+        if c.encoder != "grid":
+            raise ValueError("the conv predictor reads a latent map: it needs encoder='grid'")
+        shape = blocks.GridEncoder.map_shape(c.obs_shape, c.latent_dim)
+        return blocks.ConvPredictor(shape, c.action_dim, c.predictor_width, c.predictor_depth + 1)
     if c.predictor == "mlp":
         return blocks.MLPPredictor(
             c.latent_dim, c.action_dim, 2 * c.predictor_width, c.predictor_depth
@@ -198,20 +210,51 @@ class JEPA(WorldModel):
         c = self.config
         return blocks.GridEncoder.map_shape(c.obs_shape, c.latent_dim) if c.encoder == "grid" else None
 
+    @property
+    def context_frames(self) -> int:
+        return self.config.frames
+
     # --- the contract -----------------------------------------------------------------------
     def encode(self, obs: Tensor) -> Tensor:
-        """``[..., *obs_shape]`` -> ``[..., latent_dim]`` (any number of leading dims)."""
-        return self._encode(self.encoder, obs)
+        """``[..., *obs_shape]`` -> ``[..., latent_dim]`` (any number of leading dims). With
+        ``frames > 1`` the frame is read as if it had been still: its copies are stacked."""
+        self._check_obs(obs)
+        event = len(self.config.obs_shape)
+        return self._encode(self.encoder, torch.cat([obs] * self.config.frames, -event))
 
-    def _encode(self, encoder: nn.Module, obs: Tensor) -> Tensor:
+    def encode_context(self, obs: Tensor, actions: Tensor | None = None) -> Tensor:
+        """A clip ``obs [B, T+1, *obs_shape]`` -> the latent of its last frame, read with the
+        ``frames - 1`` frames before it (the encoder sees frames only, not the actions)."""
+        return self.encode_clip(obs)[:, -1]
+
+    def encode_clip(self, obs: Tensor, encoder: nn.Module | None = None) -> Tensor:
+        """``[B, T+1, *obs_shape]`` -> ``[B, T+1, latent_dim]``: every frame read with the
+        ``frames - 1`` before it (the clip's first frame stands in for those before the clip)."""
+        return self._encode(encoder or self.encoder, self._stack_clip(obs))
+
+    def _stack_clip(self, obs: Tensor) -> Tensor:
+        """``[B, T+1, *obs_shape]`` -> ``[B, T+1, frames * obs_shape[0], ...]``: each frame with
+        the ``frames - 1`` before it, oldest first."""
+        self._check_obs(obs)
+        k, event = self.config.frames, len(self.config.obs_shape)
+        if k == 1:
+            return obs
+        padded = torch.cat([obs[:, :1].expand(-1, k - 1, *obs.shape[2:]), obs], 1)
+        return torch.cat([padded[:, i : i + obs.shape[1]] for i in range(k)], -event)
+
+    def _check_obs(self, obs: Tensor) -> None:
         event = len(self.config.obs_shape)
         if tuple(obs.shape[-event:]) != self.config.obs_shape:
             raise ValueError(
                 f"observations of shape {tuple(obs.shape[-event:])} do not match the model's "
                 f"{self.config.obs_shape} ({self.config.obs_kind})"
             )
-        lead = obs.shape[:-event]
-        return encoder(obs.reshape(-1, *self.config.obs_shape)).unflatten(0, lead)
+
+    def _encode(self, encoder: nn.Module, stacked: Tensor) -> Tensor:
+        """Stacked frames ``[..., frames * C, ...]`` -> ``[..., latent_dim]``."""
+        event = len(self.config.obs_shape)
+        lead = stacked.shape[:-event]
+        return encoder(stacked.reshape(-1, *stacked.shape[-event:])).unflatten(0, lead)
 
     def predict(self, z: Tensor, actions: Tensor) -> Tensor:
         self.check_actions(actions)
@@ -223,7 +266,7 @@ class JEPA(WorldModel):
         predictor run teacher-forced, as in training): how much each new frame breaks what the
         frames before it led the model to expect. Like the RNN's and the diffusion model's."""
         self.check_actions(actions)
-        z = self.encode(obs)
+        z = self.encode_clip(obs)
         pred = self.predictor(z[:, :-1], actions.to(z.dtype))
         return (pred - z[:, 1:]).pow(2).flatten(2).mean(-1)
 
@@ -242,10 +285,18 @@ class JEPA(WorldModel):
         c = self.config
         obs, actions = batch["obs"], batch["actions"]
         self.check_actions(actions)
-        z = self.encode(obs)  # [B, T+1, D]
+        if actions.shape[1] < c.frames:
+            raise ValueError(
+                f"windows of {actions.shape[1]} actions are too short for frames={c.frames}: "
+                f"use --window of at least {c.frames}"
+            )
+        # the first frames - 1 latents of a window are read with copies of its first frame
+        # (at rest): they are not what the latent of a moving scene looks like, so drop them
+        z = self.encode_clip(obs)[:, c.frames - 1 :]  # [B, T+1, D]
+        obs, actions = obs[:, c.frames - 1 :], actions[:, c.frames - 1 :]
         if isinstance(self.critic, EMATarget):
             with torch.no_grad():
-                target = self._encode(self.critic.encoder, obs)
+                target = self.encode_clip(batch["obs"], self.critic.encoder)[:, c.frames - 1 :]
             critic = F.mse_loss(z.detach().float(), target.float())
         else:
             target = z
@@ -301,7 +352,9 @@ class JEPA(WorldModel):
         an L1-trained decoder draws an empty arena (measured on Balls-3, 600 steps).
         """
         if self.config.obs_kind == "state":
-            decoder, goal = self.state_decoder, (obs.float() - self.encoder.loc) / self.encoder.scale
+            newest = slice(-obs.shape[-1], None)  # the encoder's statistics of the newest frame
+            goal = (obs.float() - self.encoder.loc[newest]) / self.encoder.scale[newest]
+            decoder = self.state_decoder
         else:
             decoder, goal = self.decoder, blocks.pixels_to_float(obs)
 
@@ -338,7 +391,7 @@ class JEPA(WorldModel):
     # --- training hooks ---------------------------------------------------------------------
     def calibrate(self, batch: dict[str, Tensor]) -> None:
         if hasattr(self.encoder, "calibrate"):
-            self.encoder.calibrate(batch["obs"])
+            self.encoder.calibrate(self._stack_clip(batch["obs"]))
             if isinstance(self.critic, EMATarget):
                 self.critic.update(self.encoder)
 

@@ -165,17 +165,22 @@ class SpatialProbe(StateProbe):
 def encode_frames(
     model: WorldModel, windows: Any, frames: int, batch_size: int = 32, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """Encode single frames from ``windows`` until ``frames`` are collected: (latents, states).
+    """Encode frames from ``windows`` until ``frames`` are collected: (latents, states).
 
-    Only the first frame of each window is used: windows overlap, so taking all their frames
-    would repeat frames and let the probe memorise them. Latents are flattened to ``[N, F]``
-    so the probe works for any latent shape.
+    One frame per window, the first (read after the ``context_frames - 1`` before it, for a
+    family whose state needs them): windows overlap, so taking all their frames would repeat
+    frames and let the probe memorise them. Latents are flattened to ``[N, F]`` so the probe
+    works for any latent shape.
     """
     device = next(model.parameters()).device
+    k = model.context_frames
     zs, ss, count = [], [], 0
     for batch in windows.batches(batch_size, seed):
-        obs, states = batch["obs"][:, 0], batch["states"][:, 0]
-        zs.append(model.encode(obs.to(device)).flatten(1).float().cpu())
+        if batch["obs"].shape[1] < k:
+            raise ValueError(f"probe windows of {batch['obs'].shape[1]} frames: the model reads {k}")
+        obs, states = batch["obs"][:, :k].to(device), batch["states"][:, k - 1]
+        z = model.encode(obs[:, 0]) if k == 1 else model.encode_context(obs, batch["actions"][:, : k - 1].to(device))
+        zs.append(z.flatten(1).float().cpu())
         ss.append(states.float())
         count += len(obs)
         if count >= frames:

@@ -271,6 +271,10 @@ class RNNWorldModel(WorldModel):
         z = self.encode_z(obs)
         return torch.cat([z, z.new_zeros(*z.shape[:-1], 2 * self.config.hidden)], -1)
 
+    @property
+    def context_frames(self) -> int:
+        return 2  # z shows positions only: the memory learns velocity from one transition
+
     def encode_context(self, obs: Tensor, actions: Tensor) -> Tensor:
         """A clip ``obs [B, T+1]``, ``actions [B, T]`` -> the state at its last frame, memory warmed up."""
         self.check_actions(actions)
