@@ -208,6 +208,36 @@ def test_warm_start_shifts_the_previous_plan():
     torch.testing.assert_close(planner._initial(1), torch.zeros(1, 4, 2))
 
 
+class TwoFramePointMass(PointMass):
+    """Reads its state from two frames, and records the clips it was given."""
+
+    context_frames = 2
+
+    def __init__(self):
+        super().__init__()
+        self.clips: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def encode_context(self, obs, actions):
+        self.clips.append((obs, actions))
+        return self.encode(obs[:, -1])
+
+
+def test_planner_reads_a_context_model_state_from_what_it_saw_and_did():
+    model = TwoFramePointMass()
+    planner = CEMPlanner(model, horizon=4, samples=32, iterations=2, seed=0)
+    first = planner.act(START, GOAL)
+    assert not model.clips  # nothing seen before the first step
+    later = START.copy()
+    later[:2] += first
+    planner.act(later, GOAL)
+    (clip, actions), = model.clips
+    torch.testing.assert_close(clip[0], torch.from_numpy(np.stack([START, later])))
+    torch.testing.assert_close(actions[0, 0], torch.from_numpy(first))
+    planner.reset()
+    planner.act(START, GOAL)
+    assert len(model.clips) == 1  # a new episode starts from its first observation alone
+
+
 @pytest.mark.parametrize("name", list(PLANNERS))
 def test_mpc_reaches_the_goal_on_the_point_mass(name):
     model = PointMass()

@@ -199,19 +199,18 @@ def model_rollout(
 def read_latents(model: WorldModel, scenes: Scenes, batch_size: int = 256) -> torch.Tensor:
     """The model's state at every step of every scene ``[N, H+1, ...]``: each frame read with
     the ``context_frames - 1`` real frames before it (from the scenes' context before step 0)."""
-    n, h, k = len(scenes.seeds), scenes.horizon, model.context_frames
-    if k == 1:
+    n, h = len(scenes.seeds), scenes.horizon
+    if model.context_frames == 1:
         return encode(model, scenes.obs.reshape(n * (h + 1), *scenes.obs.shape[2:]), batch_size).unflatten(0, (n, h + 1))
     before = 0 if scenes.context_obs is None else scenes.context_obs.shape[1]
     obs = scenes.obs if not before else np.concatenate([scenes.context_obs, scenes.obs], 1)
     actions = scenes.actions if not before else np.concatenate([scenes.context_actions, scenes.actions], 1)
     device = next(model.parameters()).device
-    out = []
-    for lo in range(0, n, batch_size):
-        clip, acts = model_obs(model, obs[lo : lo + batch_size]), torch.from_numpy(actions[lo : lo + batch_size]).to(device)
-        steps = [range(max(0, t - k + 1), t + 1) for t in range(before, before + h + 1)]
-        out.append(torch.stack([model.encode_context(clip[:, s.start : s.stop], acts[:, s.start : s.stop - 1]) for s in steps], 1))
-    return torch.cat(out)
+    chunks = [
+        model.encode_clip(model_obs(model, obs[lo : lo + batch_size]), torch.from_numpy(actions[lo : lo + batch_size]).to(device))
+        for lo in range(0, n, batch_size)
+    ]
+    return torch.cat(chunks)[:, before:]
 
 
 def encode(model: WorldModel, obs: np.ndarray, batch_size: int) -> torch.Tensor:

@@ -105,6 +105,18 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         (a single frame shows no velocity). By default, the last frame alone."""
         return self.encode(obs[:, -1])
 
+    def encode_clip(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """A clip ``obs [B, T+1, ...]``, ``actions [B, T, A]`` -> the state at each of its frames
+        ``[B, T+1, ...]``, each read with the ``context_frames - 1`` frames before it (fewer at
+        the clip's start)."""
+        k = self.context_frames
+        if k == 1:
+            return self.encode(obs.flatten(0, 1)).unflatten(0, obs.shape[:2])
+        starts = [max(0, t - k + 1) for t in range(obs.shape[1])]
+        return torch.stack(
+            [self.encode_context(obs[:, s : t + 1], actions[:, s:t]) for t, s in enumerate(starts)], 1
+        )
+
     @property
     def context_frames(self) -> int:
         """Real frames ``encode_context`` needs for a complete state (evaluation starts every
@@ -135,8 +147,7 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
     def rollout_error(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Per-step error ``[B, T]`` of the open-loop rollout from the first frame against the
         encoded clip: how far the clip strays from what the model imagines from its start."""
-        b, t1 = obs.shape[:2]
-        z = self.encode(obs.flatten(0, 1)).unflatten(0, (b, t1))
+        z = self.encode_clip(obs, actions)
         pred = self.predict(z[:, 0], actions)
         return (pred - z[:, 1:]).float().pow(2).flatten(2).mean(-1)
 

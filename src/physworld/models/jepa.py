@@ -227,10 +227,10 @@ class JEPA(WorldModel):
         ``frames - 1`` frames before it (the encoder sees frames only, not the actions)."""
         return self.encode_clip(obs)[:, -1]
 
-    def encode_clip(self, obs: Tensor, encoder: nn.Module | None = None) -> Tensor:
+    def encode_clip(self, obs: Tensor, actions: Tensor | None = None) -> Tensor:
         """``[B, T+1, *obs_shape]`` -> ``[B, T+1, latent_dim]``: every frame read with the
         ``frames - 1`` before it (the clip's first frame stands in for those before the clip)."""
-        return self._encode(encoder or self.encoder, self._stack_clip(obs))
+        return self._encode(self.encoder, self._stack_clip(obs))
 
     def _stack_clip(self, obs: Tensor) -> Tensor:
         """``[B, T+1, *obs_shape]`` -> ``[B, T+1, frames * obs_shape[0], ...]``: each frame with
@@ -296,7 +296,8 @@ class JEPA(WorldModel):
         obs, actions = obs[:, c.frames - 1 :], actions[:, c.frames - 1 :]
         if isinstance(self.critic, EMATarget):
             with torch.no_grad():
-                target = self.encode_clip(batch["obs"], self.critic.encoder)[:, c.frames - 1 :]
+                target = self._encode(self.critic.encoder, self._stack_clip(batch["obs"]))
+                target = target[:, c.frames - 1 :]
             critic = F.mse_loss(z.detach().float(), target.float())
         else:
             target = z
@@ -316,6 +317,8 @@ class JEPA(WorldModel):
         total = pred + c.rollout_weight * rollout + c.weight_of_critic * critic
         out = {
             "pred": pred,
+            # the error of predicting no change: a predictor not below it has learnt no motion
+            "copy": F.mse_loss(z[:, :-1].detach(), target[:, 1:].detach()),
             "rollout": rollout,
             "critic": critic,
             **collapse_stats(z.flatten(0, 1)),

@@ -276,7 +276,10 @@ class Planner:
 
     ``planner.act(obs, goal)`` returns the first action of the best plan for one observation
     (``[A]``) or for a batch of environments (``[E, A]``); the rest of the plan, shifted by one
-    step, seeds the next call until :meth:`reset`. Subclasses implement :meth:`optimize`.
+    step, seeds the next call until :meth:`reset`. For a model whose state is read from several
+    frames (``context_frames > 1``: velocity), the planner keeps the observations it was given
+    and the actions it returned since the reset, and reads the state from them (it assumes its
+    actions were taken). Subclasses implement :meth:`optimize`.
     """
 
     def __init__(
@@ -316,6 +319,8 @@ class Planner:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.previous: Tensor | None = None  # last best plan [E, H, A]
         self.last_cost: Tensor | None = None  # its predicted cost [E]
+        self.seen: list[Tensor] = []  # the last context_frames - 1 observations [E, ...]
+        self.taken: list[Tensor] = []  # the actions returned after each of them [E, A]
 
     # --- the public API ------------------------------------------------------------------------
     def act(self, obs: Any, goal: Any) -> np.ndarray:
@@ -331,13 +336,24 @@ class Planner:
     @torch.no_grad()
     def _plan(self, obs: Any, goal: Any) -> tuple[Tensor, bool]:
         x, batched = as_model_obs(self.model, obs, self.device)
-        z0 = self.model.encode(x)
+        z0 = self._state(x)
         target = self.cost.target(goal, len(z0), self.device)
         init = self._initial(len(z0))
         best, cost = self.optimize(z0, target, init)
         best = best.clamp(self.low, self.high)
         self.previous, self.last_cost = best, cost
+        keep = self.model.context_frames - 1
+        if keep:
+            self.seen, self.taken = (self.seen + [x])[-keep:], (self.taken + [best[:, 0]])[-keep:]
         return best, batched
+
+    def _state(self, x: Tensor) -> Tensor:
+        """The model's state for observations ``x [E, ...]``, read with the ones seen before."""
+        if not self.seen or len(self.seen[0]) != len(x):  # a first step, or another batch
+            self.seen, self.taken = [], []
+            return self.model.encode(x)
+        clip = torch.stack([*self.seen, x], 1)
+        return self.model.encode_context(clip, torch.stack(self.taken, 1))
 
     # --- shared pieces -------------------------------------------------------------------------
     def _initial(self, n_envs: int) -> Tensor:
