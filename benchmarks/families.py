@@ -26,7 +26,8 @@ two thirds of its steps on the VAE stage), then score each on the same held-out 
 
 Also written: ``WORK/<world>-<family>-strip.png``, the engine's frames (top row) above the
 model's (bottom row: decoded or generated frames, or the probe's states drawn by the world's
-renderer for a model without a decoder) for the first steps of scene 0.
+renderer for a model without a decoder) for the first steps of scene 0; and, with every family's
+strip at hand, ``WORK/<world>-families.png``: the engine's row above each family's.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from physworld.eval.trajectory import (  # noqa: E402
 )
 from physworld.models import WorldModel, load_model  # noqa: E402
 from physworld.models.diffusion import DiffusionConfig  # noqa: E402
-from physworld.models.jepa import JEPAConfig  # noqa: E402
+from physworld.models.jepa import PIXEL_JEPA, JEPAConfig  # noqa: E402
 from physworld.models.rnn import RNNConfig  # noqa: E402
 from physworld.runtime import set_threads  # noqa: E402
 from physworld.train import TrainConfig, train, training_seconds  # noqa: E402
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps, every family")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--window", type=int, default=6)
-    parser.add_argument("--jepa", default="{}", help='JEPAConfig overrides as JSON, e.g. \'{"encoder": "grid"}\'')
+    parser.add_argument("--jepa", default=json.dumps(PIXEL_JEPA), help="JEPAConfig fields as JSON (default: the library's PIXEL_JEPA; '{}': JEPA's defaults)")
     parser.add_argument("--probe-steps", type=int, default=1000)
     parser.add_argument("--probe-frames", type=int, default=2048)
     parser.add_argument("--eval-episodes", type=int, default=100)
@@ -149,6 +150,8 @@ def main() -> None:
         names = [(w, f) for w in args.worlds.split(",") for f in args.families.split(",")]
         found = [work / f"{w}-{f}-results.json" for w, f in names]
         print_table([json.loads(p.read_text()) for p in found if p.is_file()], args)
+        for world in args.worlds.split(","):
+            stack_strips(work, world, args.families.split(","))
         return
     rows = []
     for name in args.worlds.split(","):
@@ -170,7 +173,16 @@ def main() -> None:
             (work / f"{name}-{family}-results.json").write_text(json.dumps(result, indent=2))
             rows.append(result)
             print(f"{name}/{family}: done ({seconds:.0f} s training)", file=sys.stderr)
+        stack_strips(work, name, args.families.split(","))
     print_table(rows, args)
+
+
+def stack_strips(work: Path, world: str, families: list[str]) -> None:
+    """``WORK/<world>-families.png``: the engine's row, then each family's, from their strips."""
+    strips = [np.asarray(Image.open(work / f"{world}-{f}-strip.png")) for f in families if (work / f"{world}-{f}-strip.png").is_file()]
+    if strips:
+        half = strips[0].shape[0] // 2
+        Image.fromarray(np.concatenate([strips[0][:half]] + [s[half:] for s in strips], 0)).save(work / f"{world}-families.png")
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:

@@ -15,13 +15,14 @@ from physworld.models.base import (
     model_class,
     register_model,
 )
-from physworld.models.jepa import JEPA, STATE_JEPA, JEPAConfig
+from physworld.models.jepa import JEPA, PIXEL_JEPA, STATE_JEPA, JEPAConfig
 from physworld.models.probe import StateProbe, fit_probe, position_error
 
 __all__ = [
     "JEPA",
     "JEPAConfig",
     "MODELS",
+    "PIXEL_JEPA",
     "STATE_JEPA",
     "ModelConfig",
     "StateProbe",

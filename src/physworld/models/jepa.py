@@ -64,6 +64,19 @@ STATE_JEPA: dict[str, object] = {
 }
 
 
+# The recipe for pixels (README, "Three model families"; benchmarks/families.py uses it): the grid
+# encoder (every object in the latent, read by the spatial probe), two stacked frames (a single
+# frame shows no velocity), a convolutional predictor over the grid (an MLP over the flattened map
+# learnt no motion at all on pixel Balls: its error stayed the copy-last error), and VICReg.
+PIXEL_JEPA: dict[str, object] = {
+    "encoder": "grid",
+    "latent_dim": 512,
+    "frames": 2,
+    "predictor": "conv",
+    "critic": "vicreg",
+}
+
+
 def k_step_windows(x: Tensor, k: int) -> Tensor:
     """Every run of ``k`` consecutive steps of ``x [B, T, ...]`` as its own row: ``[B * (T-k+1), k, ...]``
     (what the k-step rollout loss predicts, and the targets it is scored against)."""
