@@ -6,8 +6,9 @@
 For each world: collect one pixel dataset (reset seeds 0..episodes-1; Balls with the random
 policy, Push with the mixed expert/smooth policy, so the block moves), train every family on it
 with the same ``TrainConfig`` (steps, batch, window, learning rate, probe budget; the RNN spends
-two thirds of its steps on the VAE stage), then score each on the same held-out scenes (seeds from
-10_000_000, random actions) with the eval module's functions:
+two thirds of its steps on the VAE stage; JEPA is the library's ``PIXEL_JEPA`` recipe unless
+``--jepa`` says otherwise), then score each on the same held-out scenes (seeds from 10_000_000,
+random actions) with the eval module's functions:
 
 - **accuracy vs horizon**: fraction of object positions within 5% of the arena of the engine's,
   at steps 1, 10 and the horizon. A single frame shows no velocity, so the scenes start

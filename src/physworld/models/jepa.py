@@ -103,7 +103,7 @@ class JEPAConfig(ModelConfig):
     predictor: Predictor = "transformer"  # AdaLN-zero causal transformer | gru | mlp (no history)
     # | conv (no history, 3x3 convolutions over the grid encoder's map)
     predictor_width: int = 128
-    predictor_depth: int = 2  # transformer blocks (mlp: hidden layers)
+    predictor_depth: int = 2  # transformer blocks (mlp: hidden layers; conv: 3x3 layers - 1)
     predictor_heads: int = 4
     history: int = 4  # latents the transformer attends to (1: history-free fast path)
     rollout_steps: int = 4  # k of the autoregressive rollout loss (< 2 turns it off)
