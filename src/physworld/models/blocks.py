@@ -362,7 +362,18 @@ class TransformerPredictor(nn.Module):
         return torch.cat(out, 1)
 
 
-class MLPPredictor(nn.Module):
+class HistoryFree(nn.Module):
+    """A predictor whose step ``forward(z[t], a[t]) -> z[t+1]`` sees the current latent alone."""
+
+    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
+        z, out = z0, []
+        for t in range(actions.shape[1]):
+            z = self(z, actions[:, t])
+            out.append(z)
+        return torch.stack(out, 1)
+
+
+class MLPPredictor(HistoryFree):
     """History-free: ``z[t+1] = z[t] + MLP(z[t], a[t])``. The cheapest rollout there is."""
 
     def __init__(self, dim: int, action_dim: int, width: int = 256, depth: int = 2):
@@ -373,15 +384,8 @@ class MLPPredictor(nn.Module):
     def forward(self, z: Tensor, a: Tensor) -> Tensor:
         return z + self.net(torch.cat([z, a], -1))
 
-    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
-        z, out = z0, []
-        for t in range(actions.shape[1]):
-            z = self(z, actions[:, t])
-            out.append(z)
-        return torch.stack(out, 1)
 
-
-class ConvPredictor(nn.Module):
+class ConvPredictor(HistoryFree):
     """History-free, for a latent map: ``z[t+1] = z[t] + CNN(z[t], a[t])`` with 3x3 convolutions.
 
     The same local rule everywhere: an object's motion learnt in one region of the frame applies in
@@ -405,13 +409,6 @@ class ConvPredictor(nn.Module):
         x = z.reshape(-1, *self.map_shape)
         act = a.reshape(-1, a.shape[-1], 1, 1).expand(-1, -1, h, w).to(x.dtype)
         return (x + self.net(torch.cat([x, act], 1))).reshape(*lead, -1)
-
-    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
-        z, out = z0, []
-        for t in range(actions.shape[1]):
-            z = self(z, actions[:, t])
-            out.append(z)
-        return torch.stack(out, 1)
 
 
 class GRUPredictor(nn.Module):
