@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from physworld.models import JEPA, JEPAConfig, blocks, load_model, model_class
+from physworld.models import JEPA, PIXEL_JEPA, JEPAConfig, blocks, load_model, model_class
 from physworld.models.blocks import TransformerPredictor
 from physworld.models.critics import EMATarget, SIGReg, VICReg, collapse_stats
 from physworld.models.probe import SpatialProbe, fit_probe, position_error
@@ -206,6 +206,12 @@ def test_frames_read_velocity_from_the_frames_before_each_one():
         small_jepa(data, predictor="conv")
     with pytest.raises(ValueError, match="frames must be at least 1"):
         JEPAConfig(frames=0)
+
+
+def test_pixel_recipe_reads_velocity_into_a_map_read_by_the_spatial_probe():
+    model = JEPA(JEPAConfig(**PIXEL_JEPA, obs_shape=(3, 64, 64), action_dim=2, state_dim=18, arena_size=10.0))
+    assert model.context_frames == 2 and model.latent_map() == (8, 8, 8)
+    assert isinstance(model.predictor, blocks.ConvPredictor) and isinstance(model.probe, SpatialProbe)
 
 
 def test_surprise_scores_each_step_from_the_observed_frames_before_it():
