@@ -244,7 +244,7 @@ class JEPA(WorldModel):
     def encode_context(self, obs: Tensor, actions: Tensor | None = None) -> Tensor:
         """A clip ``obs [B, T+1, *obs_shape]`` -> the latent of its last frame, read with the
         ``frames - 1`` frames before it (the encoder sees frames only, not the actions)."""
-        return self.encode_clip(obs)[:, -1]
+        return self.encode_clip(obs[:, -self.config.frames :])[:, -1]
 
     def encode_clip(self, obs: Tensor, actions: Tensor | None = None) -> Tensor:
         """``[B, T+1, *obs_shape]`` -> ``[B, T+1, latent_dim]``: every frame read with the
@@ -309,14 +309,14 @@ class JEPA(WorldModel):
                 f"windows of {actions.shape[1]} actions are too short for frames={c.frames}: "
                 f"use --window of at least {c.frames}"
             )
-        # the first frames - 1 latents of a window are read with copies of its first frame
-        # (at rest): they are not what the latent of a moving scene looks like, so drop them
-        z = self.encode_clip(obs)[:, c.frames - 1 :]  # [B, T+1, D]
+        # the first frames - 1 frames of a window would be read with copies of its first frame
+        # (at rest): not what the latent of a moving scene looks like, so they are not encoded
+        stacked = self._stack_clip(obs)[:, c.frames - 1 :]
+        z = self._encode(self.encoder, stacked)  # [B, T+1, D]
         obs, actions = obs[:, c.frames - 1 :], actions[:, c.frames - 1 :]
         if isinstance(self.critic, EMATarget):
             with torch.no_grad():
-                target = self._encode(self.critic.encoder, self._stack_clip(batch["obs"]))
-                target = target[:, c.frames - 1 :]
+                target = self._encode(self.critic.encoder, stacked)
             critic = F.mse_loss(z.detach().float(), target.float())
         else:
             target = z

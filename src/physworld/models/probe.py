@@ -179,7 +179,7 @@ def encode_frames(
         if batch["obs"].shape[1] < k:
             raise ValueError(f"probe windows of {batch['obs'].shape[1]} frames: the model reads {k}")
         obs, states = batch["obs"][:, :k].to(device), batch["states"][:, k - 1]
-        z = model.encode(obs[:, 0]) if k == 1 else model.encode_context(obs, batch["actions"][:, : k - 1].to(device))
+        z = model.encode_context(obs, batch["actions"][:, : k - 1].to(device))
         zs.append(z.flatten(1).float().cpu())
         ss.append(states.float())
         count += len(obs)
