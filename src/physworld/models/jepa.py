@@ -73,7 +73,7 @@ STATE_JEPA: dict[str, object] = {
 # The recipe for pixels (README, "Three model families"; benchmarks/families.py uses it): the grid
 # encoder (every object in the latent, read by the spatial probe), two stacked frames (a single
 # frame shows no velocity), a convolutional predictor over the grid (an MLP over the flattened map
-# learnt no motion at all on pixel Balls: its error stayed the copy-last error), and VICReg.
+# learnt no motion at all on pixel Balls: 2.7% right at step 10, copy-last 3.3%), and VICReg.
 PIXEL_JEPA: dict[str, object] = {
     "encoder": "grid",
     "latent_dim": 512,
