@@ -66,10 +66,10 @@ def test_metrics_on_hand_made_cases():
     assert s["all"]["pairwise"] == 100.0 and s["vanish/occluded"]["pairs"] == 1
     assert s["all"]["auroc"] == pytest.approx(100 * 39.5 / 64)  # 36 wins and 7 ties of 64 pairs
     expected = np.array([[0.0, 4.0], [1.0, 2.0], [3.0, 1.0]])  # peaks 4, 2, 3 (median 3)
-    imagined = np.array([[1.0, 1.0], [2.0, 4.0], [6.0, 0.0]])  # means 1, 3, 3 (median 3)
-    both = permanence.combined(expected, imagined)
+    foreseen = np.array([[1.0, 1.0], [2.0, 4.0], [6.0, 0.0]])  # means 1, 3, 3 (median 3)
+    both = permanence.combined(expected, foreseen)
     np.testing.assert_allclose(both, [4 / 3 + 1 / 3, 2 / 3 + 1, 1 + 1])
-    np.testing.assert_allclose(permanence.combined(1e6 * expected, 1e-6 * imagined), both)  # unit-free
+    np.testing.assert_allclose(permanence.combined(1e6 * expected, 1e-6 * foreseen), both)  # unit-free
 
 
 @pytest.fixture(scope="module")

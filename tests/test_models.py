@@ -228,6 +228,28 @@ def test_surprise_scores_each_step_from_the_observed_frames_before_it():
     assert moved[2] > 0 and moved[3] > 0 and moved[[0, 1, 4]].eq(0).all()
 
 
+@pytest.mark.parametrize("predictor", ["gru", "transformer", "mlp"])
+def test_forecast_predicts_each_frame_from_the_frames_seen_horizon_steps_before(predictor):
+    data = MovingDots(episodes=2, pixels=True)
+    model = small_jepa(data, predictor=predictor, history=3)
+    for p in model.predictor.parameters():  # leave the identity init, so predictions depend on z
+        torch.nn.init.normal_(p, std=0.3)
+    obs, actions = torch.as_tensor(data.obs[:, :7]), torch.as_tensor(data.actions[:, :6])
+    z = model.encode_clip(obs)
+    for horizon in (1, 4):
+        forecast = model.predictor.forecast(z, actions, horizon)
+        assert forecast.shape == (2, 7 - horizon, 32)
+        for s in range(7 - horizon):  # teacher forcing on what was seen, then on its own predictions
+            seen = list(z[:, : s + 1].unbind(1))
+            for j in range(horizon):
+                seen.append(model.predictor(torch.stack(seen, 1), actions[:, : s + 1 + j])[:, -1])
+            torch.testing.assert_close(forecast[:, s], seen[-1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.forecast_error(obs, actions, 1), model.surprise(obs, actions))
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match=f"forecast horizon of {bad} steps does not fit a clip of 6"):
+            model.forecast_error(obs, actions, bad)
+
+
 # --- critics and diagnostics ----------------------------------------------------------------
 
 

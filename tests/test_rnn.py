@@ -34,6 +34,12 @@ def test_registered_and_shapes_follow_the_contract():
     assert model.predict(z, batch["actions"]).shape == (4, 4, size)
     assert model.decode(z).shape == (4, 3, 16, 16) and model.decode(z).dtype == torch.uint8
     assert model.surprise(batch["obs"], batch["actions"]).shape == (4, 4)
+    # the contract's forecast from each frame's state: from the first frame, it is the rollout
+    assert model.forecast_error(batch["obs"], batch["actions"], 2).shape == (4, 3)
+    torch.testing.assert_close(
+        model.forecast_error(batch["obs"], batch["actions"], 4)[:, 0],
+        model.rollout_error(batch["obs"], batch["actions"])[:, -1],
+    )
     with pytest.raises(ValueError, match="action dimension 3"):
         model.predict(z, torch.zeros(4, 2, 3))
     with pytest.raises(ValueError, match="cnn encoder reads pixels"):

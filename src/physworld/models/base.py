@@ -23,6 +23,7 @@ import tyro
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from physworld.models import blocks
 from physworld.models.probe import SpatialProbe, StateProbe
 
 CONFIG_FILE = "config.json"
@@ -150,6 +151,21 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         z = self.encode_clip(obs, actions)
         pred = self.predict(z[:, 0], actions)
         return (pred - z[:, 1:]).float().pow(2).flatten(2).mean(-1)
+
+    @torch.no_grad()
+    def forecast_error(self, obs: Tensor, actions: Tensor, horizon: int) -> Tensor:
+        """Per-step error ``[B, T+1-horizon]`` of predicting each frame ``t >= horizon`` from the
+        frames seen until ``horizon`` steps before it, the rest imagined open loop: between
+        :meth:`surprise` (``horizon=1``) and :meth:`rollout_error` (from the first frame only).
+
+        By default each forecast starts from the state ``encode_clip`` reads at its frame; a
+        family that carries memory outside its state (JEPA's recurrent predictors) overrides it.
+        """
+        blocks.check_horizon(horizon, actions.shape[1])
+        z = self.encode_clip(obs, actions)
+        starts = z[:, : actions.shape[1] - horizon + 1]
+        pred = self.predict(starts.flatten(0, 1), blocks.k_step_windows(actions, horizon))[:, -1]
+        return (pred.unflatten(0, starts.shape[:2]) - z[:, horizon:]).float().pow(2).flatten(2).mean(-1)
 
     # --- training hooks (no-ops unless a family needs them) ----------------------------------
     def calibrate(self, batch: dict[str, Tensor]) -> None:

@@ -16,6 +16,7 @@ untrained predictor starts as "nothing moves" rather than as noise.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -294,7 +295,60 @@ class ViTEncoder(nn.Module):
 # --- predictors: (latent history, action) -> next latent --------------------------------------
 
 
-class TransformerPredictor(nn.Module):
+def k_step_windows(x: Tensor, k: int) -> Tensor:
+    """Every run of ``k`` consecutive steps of ``x [B, T, ...]`` as its own row: ``[B * (T-k+1), k, ...]``
+    (what a k-step rollout from each step predicts, and the targets it is scored against)."""
+    return x.unfold(1, k, 1).movedim(-1, 2).flatten(0, 1)
+
+
+def check_horizon(horizon: int, steps: int) -> None:
+    if not 1 <= horizon <= steps:
+        raise ValueError(f"a forecast horizon of {horizon} steps does not fit a clip of {steps} steps")
+
+
+class Stateful(nn.Module):
+    """A predictor that carries a state along the latents it reads (a GRU's hidden state, a
+    transformer's key/value cache): ``_start(z0)`` makes it, ``_run(z, a, state)`` advances it
+    by ``z.shape[1]`` steps and returns the predictions and the new state."""
+
+    def _start(self, z0: Tensor) -> Any:
+        raise NotImplementedError
+
+    def _run(self, z: Tensor, a: Tensor, state: Any) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def forward(self, z: Tensor, a: Tensor) -> Tensor:
+        """Teacher forced: the prediction of ``z[t+1]`` from ``z[:t+1]``, for every ``t``."""
+        return self._run(z, a, self._start(z[:, 0]))[0]
+
+    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
+        return self._continue(z0[:, None], actions, self._start(z0))
+
+    def _continue(self, z: Tensor, actions: Tensor, state: Any) -> Tensor:
+        """Open loop from the newest latent ``z [B, 1, D]`` and ``state``, one step per action."""
+        out = []
+        for t in range(actions.shape[1]):
+            z, state = self._run(z, actions[:, t : t + 1], state)
+            out.append(z)
+        return torch.cat(out, 1)
+
+    def forecast(self, z: Tensor, actions: Tensor, horizon: int) -> Tensor:
+        """``z [B, T+1, D]``, ``actions [B, T, A]`` -> the prediction of every ``z[t]`` (``t >=
+        horizon``) made from ``z[:t-horizon+1]``, seen, and the ``horizon`` actions after it,
+        imagined: ``[B, T+1-horizon, D]``. The state carries what the seen latents showed (a
+        ball that went behind a screen), which a rollout from one latent has forgotten."""
+        check_horizon(horizon, actions.shape[1])
+        out = []
+        for s in range(actions.shape[1] - horizon + 1):
+            seen, state = self._run(z[:, : s + 1], actions[:, : s + 1], self._start(z[:, 0]))
+            ahead = seen[:, -1:]  # z[s+1], predicted from what was seen
+            if horizon > 1:
+                ahead = self._continue(ahead, actions[:, s + 1 : s + horizon], state)[:, -1:]
+            out.append(ahead[:, 0])
+        return torch.stack(out, 1)
+
+
+class TransformerPredictor(Stateful):
     """A small causal transformer over the last ``history`` latents, AdaLN-zero on the action.
 
     Attention is a sliding causal window: query ``i`` sees keys ``j`` with
@@ -351,15 +405,8 @@ class TransformerPredictor(nn.Module):
         shift, scale = self.final_ada(cond).chunk(2, -1)
         return z + self.head(modulate(self.final_norm(x), shift, scale)), new
 
-    def forward(self, z: Tensor, a: Tensor) -> Tensor:
-        return self._run(z, a, None)[0]
-
-    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
-        z, caches, out = z0[:, None], None, []
-        for t in range(actions.shape[1]):
-            z, caches = self._run(z, actions[:, t : t + 1], caches)
-            out.append(z)
-        return torch.cat(out, 1)
+    def _start(self, z0: Tensor) -> None:
+        return None  # no cache: nothing seen yet
 
 
 class HistoryFree(nn.Module):
@@ -371,6 +418,13 @@ class HistoryFree(nn.Module):
             z = self(z, actions[:, t])
             out.append(z)
         return torch.stack(out, 1)
+
+    def forecast(self, z: Tensor, actions: Tensor, horizon: int) -> Tensor:
+        """As :meth:`Stateful.forecast`; without a state, each forecast starts from one latent."""
+        check_horizon(horizon, actions.shape[1])
+        starts = z[:, : actions.shape[1] - horizon + 1]
+        last = self.rollout(starts.flatten(0, 1), k_step_windows(actions, horizon))[:, -1]
+        return last.unflatten(0, starts.shape[:2])
 
 
 class MLPPredictor(HistoryFree):
@@ -411,7 +465,7 @@ class ConvPredictor(HistoryFree):
         return (x + self.net(torch.cat([x, act], 1))).reshape(*lead, -1)
 
 
-class GRUPredictor(nn.Module):
+class GRUPredictor(Stateful):
     """A GRU whose hidden state (initialised from the first latent) carries the history."""
 
     def __init__(self, dim: int, action_dim: int, width: int = 256):
@@ -420,19 +474,12 @@ class GRUPredictor(nn.Module):
         self.gru = nn.GRU(dim + action_dim, width, batch_first=True)
         self.head = zero_(nn.Linear(width, dim))
 
+    def _start(self, z0: Tensor) -> Tensor:
+        return torch.tanh(self.init(z0))[None]
+
     def _run(self, z: Tensor, a: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         y, h = self.gru(torch.cat([z, a], -1), h)
         return z + self.head(y), h
-
-    def forward(self, z: Tensor, a: Tensor) -> Tensor:
-        return self._run(z, a, torch.tanh(self.init(z[:, 0]))[None])[0]
-
-    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
-        z, h, out = z0[:, None], torch.tanh(self.init(z0))[None], []
-        for t in range(actions.shape[1]):
-            z, h = self._run(z, actions[:, t : t + 1], h)
-            out.append(z)
-        return torch.cat(out, 1)
 
 
 def count_params(module: nn.Module) -> int:
@@ -451,5 +498,6 @@ __all__ = [
     "TransformerPredictor",
     "ViTEncoder",
     "count_params",
+    "k_step_windows",
     "mlp",
 ]

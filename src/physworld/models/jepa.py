@@ -83,12 +83,6 @@ PIXEL_JEPA: dict[str, object] = {
 }
 
 
-def k_step_windows(x: Tensor, k: int) -> Tensor:
-    """Every run of ``k`` consecutive steps of ``x [B, T, ...]`` as its own row: ``[B * (T-k+1), k, ...]``
-    (what the k-step rollout loss predicts, and the targets it is scored against)."""
-    return x.unfold(1, k, 1).movedim(-1, 2).flatten(0, 1)
-
-
 @dataclass
 class JEPAConfig(ModelConfig):
     """JEPA hyper-parameters (the data-derived fields of ModelConfig are filled by ``train``)."""
@@ -289,6 +283,15 @@ class JEPA(WorldModel):
         pred = self.predictor(z[:, :-1], actions.to(z.dtype))
         return (pred - z[:, 1:]).pow(2).flatten(2).mean(-1)
 
+    @torch.no_grad()
+    def forecast_error(self, obs: Tensor, actions: Tensor, horizon: int) -> Tensor:
+        """As the contract's, with the predictor's own memory of the frames seen (a recurrent
+        predictor remembers a ball that went behind a screen; its latent alone does not)."""
+        self.check_actions(actions)
+        z = self.encode_clip(obs)
+        pred = self.predictor.forecast(z, actions.to(z.dtype), horizon)
+        return (pred - z[:, horizon:]).pow(2).flatten(2).mean(-1)
+
     @property
     def has_decoder(self) -> bool:
         return hasattr(self, "decoder")
@@ -328,8 +331,8 @@ class JEPA(WorldModel):
         rollout, rolled = pred.new_zeros(()), None
         if k >= 2 and c.rollout_weight:
             starts = actions.shape[1] - k + 1
-            a = k_step_windows(actions, k)  # [B*starts, k, A]
-            goal = k_step_windows(target[:, 1:], k)  # [B*starts, k, D]
+            a = blocks.k_step_windows(actions, k)  # [B*starts, k, A]
+            goal = blocks.k_step_windows(target[:, 1:], k)  # [B*starts, k, D]
             rolled = self.predictor.rollout(z[:, :starts].flatten(0, 1), a)
             rollout = F.mse_loss(rolled, goal)
 
@@ -393,7 +396,7 @@ class JEPA(WorldModel):
         if self.config.recon_predicted:
             loss = loss + error(teacher, goal[:, 1:])
             if rolled is not None:
-                loss = loss + error(rolled, k_step_windows(goal[:, 1:], k))
+                loss = loss + error(rolled, blocks.k_step_windows(goal[:, 1:], k))
         return loss
 
     def inverse_dynamics_loss(self, z: Tensor, actions: Tensor) -> Tensor:
