@@ -174,8 +174,8 @@ def model_rollout(
     """Read the state at step 0 (from ``context_frames`` real frames: :func:`read_latents`),
     ``predict`` over the horizon, read states via the probe.
 
-    ``probe_on_truth`` reads the engine's own observations at every step the same way and reads it with
-    the probe: the error that remains with no prediction at all, i.e. the probe's share.
+    ``probe_on_truth`` reads the state of the engine's own observations at every step the same
+    way, through the probe: the error that remains with no prediction at all, i.e. the probe's share.
     ``decode`` scenes (the first ones) also get decoded frames, if the model is a pixel model
     with a decoder.
     """

@@ -336,12 +336,13 @@ class Stateful(nn.Module):
         """``z [B, T+1, D]``, ``actions [B, T, A]`` -> the prediction of every ``z[t]`` (``t >=
         horizon``) made from ``z[:t-horizon+1]``, seen, and the ``horizon`` actions after it,
         imagined: ``[B, T+1-horizon, D]``. The state carries what the seen latents showed (a
-        ball that went behind a screen), which a rollout from one latent has forgotten."""
+        ball that went behind a screen), which a rollout from one latent has forgotten. One
+        teacher-forced pass: each forecast branches off the state at its step (``_run`` never
+        changes a state in place)."""
         check_horizon(horizon, actions.shape[1])
-        out = []
+        out, state = [], self._start(z[:, 0])
         for s in range(actions.shape[1] - horizon + 1):
-            seen, state = self._run(z[:, : s + 1], actions[:, : s + 1], self._start(z[:, 0]))
-            ahead = seen[:, -1:]  # z[s+1], predicted from what was seen
+            ahead, state = self._run(z[:, s : s + 1], actions[:, s : s + 1], state)  # z[s+1]
             if horizon > 1:
                 ahead = self._continue(ahead, actions[:, s + 1 : s + horizon], state)[:, -1:]
             out.append(ahead[:, 0])
