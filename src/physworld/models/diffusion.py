@@ -28,16 +28,15 @@ starts from the last ``history`` frames of a clip. ``decode`` is the newest fram
 ``surprise`` is the per-step error of a one-step prediction from the true history.
 
 **Scoring.** Object positions come from the shared state probe mechanism: ``fit_probe`` fits
-:class:`FrameProbe`, a small CNN (the shared :class:`~physworld.models.blocks.CNNEncoder`) that
-reads the *newest frame* of the latent, on encoded real frames; evaluation then applies it to
-the generated frames of a rollout.
+:class:`SpatialFrameProbe`, the soft-argmax probe over the *newest frame* of the latent folded into
+cells, on encoded real frames; evaluation then applies it to the generated frames of a rollout.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +44,7 @@ from torch import Tensor, nn
 
 from physworld.models import blocks
 from physworld.models.base import Data, ModelConfig, WorldModel, register_model
-from physworld.models.probe import StateProbe
+from physworld.models.probe import SpatialProbe, StateProbe
 from physworld.models.rnn import some_steps
 
 Sampler = Literal["euler", "dpmsolver"]
@@ -75,7 +74,9 @@ class DiffusionConfig(ModelConfig):
     # transitions are near duplicates, so a few per window carry most of the signal at a fraction of the cost
     p_mean: float = -0.4  # training noise levels: log(sigma) ~ N(p_mean, p_std^2)
     p_std: float = 1.2
-    probe_width: int = 8  # base channels of the CNN state probe on generated frames
+    probe_fold: int = 4  # the probe reads the newest frame in cells of probe_fold x probe_fold pixels
+    # (the soft-argmax probe); 0: the CNN probe that checkpoints without this field were saved with
+    probe_width: int = 8  # base channels of that CNN probe
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,11 +89,19 @@ class DiffusionConfig(ModelConfig):
             )
         if self.history < 1 or self.sampling_steps < 1 or not self.channels:
             raise ValueError("history, sampling_steps and channels must all be at least 1")
+        if self.probe_fold < 0 or (self.probe_fold and (self.obs_shape[1] % self.probe_fold or self.obs_shape[2] % self.probe_fold)):
+            raise ValueError(f"probe_fold {self.probe_fold} does not tile images of {self.obs_shape[1:]} pixels")
         size = self.fold * 2 ** (len(self.channels) - 1)
         if self.obs_shape[1] % size or self.obs_shape[2] % size:
             raise ValueError(
                 f"image size {self.obs_shape[1:]} must be a multiple of {size} for {len(self.channels)} U-Net levels"
             )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DiffusionConfig:
+        if "probe_input" in values and "probe_fold" not in values:  # saved with the CNN probe
+            values = {**values, "probe_fold": 0}
+        return super().from_dict(values)
 
     @property
     def frame_size(self) -> int:
@@ -202,9 +211,8 @@ class NewestFrame(nn.Module):
 
 
 class FrameProbe(StateProbe):
-    """The state probe for pixel-history latents: a small CNN on the newest frame.
-
-    ``fit_probe`` uses it unchanged; only the latent standardisation is fixed (frames are already
+    """The state probe of checkpoints saved before :class:`SpatialFrameProbe`: a small CNN on the
+    newest frame. ``fit_probe`` uses it unchanged; only the latent standardisation is fixed (frames are already
     in [-1, 1], and a per-pixel z-score would blow up on pixels that never change in training).
     """
 
@@ -230,6 +238,35 @@ class FrameProbe(StateProbe):
     def reset(self, z: Tensor, states: Tensor) -> None:
         super().reset(z, states)
         self.z_loc.zero_()
+        self.z_scale.fill_(1.0)
+
+
+class SpatialFrameProbe(SpatialProbe):
+    """The state probe for pixel-history latents: the soft-argmax probe (the grid JEPA's) over the
+    newest frame, folded into cells of ``fold x fold`` pixels (``pixel_unshuffle``).
+
+    It reads an object the same way wherever it is in the frame. The CNN probe with a dense head
+    (:class:`FrameProbe`) memorised its training frames: on 64x64 Balls, 1.0% of the arena position
+    error on its own frames, 10.7% on held-out episodes (8.0% with 8x the frames).
+    """
+
+    def __init__(self, frame_shape: tuple[int, ...], state_dim: int, arena_size: float, fold: int):
+        channels, rows, cols = frame_shape
+        super().__init__(
+            math.prod(frame_shape), state_dim, (channels * fold**2, rows // fold, cols // fold), cols, arena_size
+        )
+        self.newest, self.fold = NewestFrame(frame_shape), fold
+
+    def cells(self, z: Tensor) -> Tensor:
+        return F.pixel_unshuffle(self.newest(z), self.fold).flatten(1)
+
+    def standardised(self, z: Tensor) -> Tensor:
+        return super().standardised(self.cells(z))
+
+    @torch.no_grad()
+    def reset(self, z: Tensor, states: Tensor) -> None:
+        super().reset(self.cells(z), states)
+        self.z_loc.zero_()  # frames are in [-1, 1] already (see FrameProbe)
         self.z_scale.fill_(1.0)
 
 
@@ -268,9 +305,10 @@ class DiffusionWorldModel(WorldModel):
         if not c.state_dim:
             raise ValueError("this model was built without a state_dim: there is no state to probe")
         c.probe_input = latent_size
-        self.probe = FrameProbe(
-            latent_size, c.obs_shape, c.state_dim, c.probe_hidden, c.probe_width
-        )
+        if c.probe_fold:
+            self.probe = SpatialFrameProbe(c.obs_shape, c.state_dim, c.arena_size, c.probe_fold)
+        else:
+            self.probe = FrameProbe(latent_size, c.obs_shape, c.state_dim, c.probe_hidden, c.probe_width)
         return self.probe
 
     # --- frames <-> latent state --------------------------------------------------------------
