@@ -245,9 +245,8 @@ class SpatialFrameProbe(SpatialProbe):
     """The state probe for pixel-history latents: the soft-argmax probe (the grid JEPA's) over the
     newest frame, folded into cells of ``fold x fold`` pixels (``pixel_unshuffle``).
 
-    It reads an object the same way wherever it is in the frame. The CNN probe with a dense head
-    (:class:`FrameProbe`) memorised its training frames: on 64x64 Balls, 1.0% of the arena position
-    error on its own frames, 10.7% on held-out episodes (8.0% with 8x the frames).
+    It reads an object the same way wherever it is in the frame; the CNN probe with a dense head
+    (:class:`FrameProbe`) memorised its training frames (README, "Three model families").
     """
 
     def __init__(self, frame_shape: tuple[int, ...], state_dim: int, arena_size: float, fold: int):
