@@ -161,11 +161,10 @@ class WorldModel(nn.Module, PyTorchModelHubMixin):
         By default each forecast starts from the state ``encode_clip`` reads at its frame; a
         family that carries memory outside its state (JEPA's recurrent predictors) overrides it.
         """
-        blocks.check_horizon(horizon, actions.shape[1])
+        blocks.check_horizon(horizon, actions.shape[1])  # before encoding a clip it cannot use
         z = self.encode_clip(obs, actions)
-        starts = z[:, : actions.shape[1] - horizon + 1]
-        pred = self.predict(starts.flatten(0, 1), blocks.k_step_windows(actions, horizon))[:, -1]
-        return (pred.unflatten(0, starts.shape[:2]) - z[:, horizon:]).float().pow(2).flatten(2).mean(-1)
+        pred = blocks.forecast_each(self.predict, z, actions, horizon)
+        return (pred - z[:, horizon:]).float().pow(2).flatten(2).mean(-1)
 
     # --- training hooks (no-ops unless a family needs them) ----------------------------------
     def calibrate(self, batch: dict[str, Tensor]) -> None:

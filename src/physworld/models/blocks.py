@@ -16,6 +16,7 @@ untrained predictor starts as "nothing moves" rather than as noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -306,6 +307,15 @@ def check_horizon(horizon: int, steps: int) -> None:
         raise ValueError(f"a forecast horizon of {horizon} steps does not fit a clip of {steps} steps")
 
 
+def forecast_each(rollout: Callable[[Tensor, Tensor], Tensor], z: Tensor, actions: Tensor, horizon: int) -> Tensor:
+    """``rollout(z0, actions)`` run ``horizon`` steps from every state ``z[:, s]`` that has them:
+    the last prediction of each, ``[B, T+1-horizon, ...]`` (a forecast with no memory but the state)."""
+    check_horizon(horizon, actions.shape[1])
+    starts = z[:, : actions.shape[1] - horizon + 1]
+    last = rollout(starts.flatten(0, 1), k_step_windows(actions, horizon))[:, -1]
+    return last.unflatten(0, starts.shape[:2])
+
+
 class Stateful(nn.Module):
     """A predictor that carries a state along the latents it reads (a GRU's hidden state, a
     transformer's key/value cache): ``_start(z0)`` makes it, ``_run(z, a, state)`` advances it
@@ -422,10 +432,7 @@ class HistoryFree(nn.Module):
 
     def forecast(self, z: Tensor, actions: Tensor, horizon: int) -> Tensor:
         """As :meth:`Stateful.forecast`; without a state, each forecast starts from one latent."""
-        check_horizon(horizon, actions.shape[1])
-        starts = z[:, : actions.shape[1] - horizon + 1]
-        last = self.rollout(starts.flatten(0, 1), k_step_windows(actions, horizon))[:, -1]
-        return last.unflatten(0, starts.shape[:2])
+        return forecast_each(self.rollout, z, actions, horizon)
 
 
 class MLPPredictor(HistoryFree):
