@@ -139,8 +139,8 @@ class ManipulationTask(BenchTask):
         """Half scripted-expert episodes (noisy), half smooth random ones ("mixed"): random actions
         alone rarely move a block far, and planning needs the model to know pushing. The full
         budget doubles the state preset's latent and predictor and trains 12,000 steps: at 32 /
-        96 and 4,000 steps the second block's pushes were imagined 2.4x worse than the first's,
-        and the planner drove it into walls (README, physbench)."""
+        96 and 4,000 steps the model imagined the second block's pushes too poorly, and the planner
+        drove it into walls (two-block 50%, README physbench)."""
         if quick:
             return TrainBudget(episodes=300, steps=1200, policy="mixed", probe_steps=500)
         return TrainBudget(episodes=1200, steps=12000, policy="mixed", probe_steps=1000,
