@@ -79,7 +79,8 @@ def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -
             data=str(data), model=family, out=str(out), steps=args.steps, batch_size=args.batch_size,
             window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
             probe_frames=args.probe_frames, progress=not args.quiet,
-            rnn=RNNConfig(vae_steps=2 * args.steps // 3), diffusion=DiffusionConfig(),
+            rnn=RNNConfig(**{"vae_steps": 2 * args.steps // 3, **json.loads(args.rnn)}),
+            diffusion=DiffusionConfig(**json.loads(args.diffusion)),
             jepa=JEPAConfig(**json.loads(args.jepa)),
         )
         train(cfg)
@@ -133,6 +134,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--window", type=int, default=6)
     parser.add_argument("--jepa", default=json.dumps(PIXEL_JEPA), help="JEPAConfig fields as JSON (default: the library's PIXEL_JEPA; '{}': JEPA's defaults)")
+    parser.add_argument("--rnn", default="{}", help="RNNConfig fields as JSON (default: the library's; vae_steps: two thirds of --steps)")
+    parser.add_argument("--diffusion", default="{}", help="DiffusionConfig fields as JSON (default: the library's)")
     parser.add_argument("--probe-steps", type=int, default=1000)
     parser.add_argument("--probe-frames", type=int, default=2048)
     parser.add_argument("--eval-episodes", type=int, default=100)

@@ -523,3 +523,37 @@ def test_spatial_probe_reads_grid_latents_where_the_mlp_memorises(tmp_path: Path
     del saved["probe_spatial"]  # a config saved before the spatial probe had an MLP probe
     assert JEPAConfig.from_dict(saved).probe_spatial is False
     torch.testing.assert_close(loaded.read_state(loaded.encode(obs)), model.read_state(model.encode(obs)))
+
+
+def test_broadcast_decoder_draws_an_object_where_its_coordinates_say():
+    """Given only (x, y), the broadcast decoder learns to draw a dot there, at places it never
+    drew it, in a budget where the deconvolution decoder still draws about the mean image."""
+    size = 16
+
+    def dots(xy: torch.Tensor) -> torch.Tensor:
+        grid = torch.arange(size).float()
+        d2 = (grid[None, None, :] - xy[:, 0, None, None]) ** 2 + (grid[None, :, None] - xy[:, 1, None, None]) ** 2
+        return (2 * (d2 < 4).float() - 1)[:, None].expand(-1, 3, -1, -1)
+
+    held_out = torch.tensor([[4.2, 11.7], [12.5, 3.3], [8.0, 8.0]])
+    truth = dots(held_out)
+
+    def error_after_training(decoder: torch.nn.Module) -> float:
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+        for _ in range(300):
+            xy = torch.rand(64, 2) * (size - 5) + 2.5
+            loss = torch.nn.functional.mse_loss(decoder(xy / size * 2 - 1), dots(xy))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(decoder(held_out / size * 2 - 1), truth).item()
+
+    torch.manual_seed(0)
+    broadcast = error_after_training(blocks.BroadcastDecoder((3, size, size), dim=2, width=8, fold=2))
+    deconv = error_after_training(blocks.CNNDecoder((3, size, size), dim=2, width=8))
+    mean_image = torch.nn.functional.mse_loss(truth.mean(0, keepdim=True).expand_as(truth), truth).item()
+    assert broadcast < 0.3 * mean_image and broadcast < 0.5 * deconv, (broadcast, deconv, mean_image)
+    with pytest.raises(ValueError, match="fold 3 does not tile 16x16"):
+        blocks.BroadcastDecoder((3, size, size), dim=2, fold=3)

@@ -44,6 +44,8 @@ def test_registered_and_shapes_follow_the_contract():
         model.predict(z, torch.zeros(4, 2, 3))
     with pytest.raises(ValueError, match="cnn encoder reads pixels"):
         small_rnn(MovingDots(), encoder="cnn")
+    with pytest.raises(ValueError, match="unknown rnn decoder 'deconv'"):
+        small_rnn(data, decoder="deconv")
 
 
 def test_mdn_nll_is_the_mixture_log_likelihood():
@@ -100,9 +102,10 @@ def test_memory_is_part_of_the_state_and_the_probe_reads_z_only():
         torch.testing.assert_close(model.read_state(noisy_memory), model.read_state(warm))
 
 
-def test_save_load_round_trip(tmp_path: Path):
+@pytest.mark.parametrize("decoder", ["cnn", "broadcast"])
+def test_save_load_round_trip(tmp_path: Path, decoder: str):
     data = MovingDots(pixels=True, image=16)
-    model = small_rnn(data, temperature=1.3).eval()
+    model = small_rnn(data, temperature=1.3, decoder=decoder).eval()
     fit_probe(model, data, steps=5, frames=64, batch_size=8)
     path = model.save(tmp_path / "rnn")
     assert json.loads((path / "config.json").read_text())["family"] == "rnn"
@@ -114,6 +117,7 @@ def test_save_load_round_trip(tmp_path: Path):
         torch.testing.assert_close(loaded.encode_context(batch["obs"], batch["actions"]), z)
         torch.testing.assert_close(loaded.predict(z, batch["actions"]), model.predict(z, batch["actions"]))
         torch.testing.assert_close(loaded.read_state(z), model.read_state(z))
+        torch.testing.assert_close(loaded.decode(z), model.decode(z))
 
 
 def test_both_stages_learn_in_one_training_run(tmp_path: Path):

@@ -238,6 +238,36 @@ class CNNDecoder(nn.Module):
         return self.trunk(self.head(z).view(-1, *self.start))
 
 
+class BroadcastDecoder(nn.Module):
+    """Latent -> image by spatial broadcast (Watters et al. 2019): ``z`` is tiled over a map of
+    ``1/fold`` of the image, beside two channels of x / y coordinates, then 3x3 convolutions and
+    a pixel shuffle back to full size. Outputs floats in the encoder's [-1, 1] pixel scale.
+
+    Why: a deconvolution decoder must spread a position coded in ``z`` through its dense head,
+    so a VAE trained briefly on small objects draws their mean image (a smear where the balls
+    most often were; README, "Three model families"). Here drawing an object at ``(x, y)`` is
+    one local rule of the coordinates, the same in every cell.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32, fold: int = 4, depth: int = 4):
+        super().__init__()
+        c, h, w = obs_shape
+        if h % fold or w % fold:
+            raise ValueError(f"the broadcast decoder's fold {fold} does not tile {h}x{w} frames")
+        self.fold, self.size = fold, (h // fold, w // fold)
+        ys, xs = torch.meshgrid(*(torch.linspace(-1, 1, n) for n in self.size), indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys]), persistent=False)
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Conv2d(dim + 2 if i == 0 else 2 * width, 2 * width, 3, padding=1), nn.GELU()]
+        self.net = nn.Sequential(*layers, nn.Conv2d(2 * width, c * fold * fold, 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        tiled = z[:, :, None, None].expand(-1, -1, *self.size)
+        coords = self.coords.to(z.dtype).expand(len(z), -1, -1, -1)
+        return F.pixel_shuffle(self.net(torch.cat([tiled, coords], 1)), self.fold)
+
+
 def float_to_pixels(x: Tensor) -> Tensor:
     """The inverse of :func:`pixels_to_float`: [-1, 1] floats -> uint8."""
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -44,6 +44,7 @@ from physworld.models.base import Data, ModelConfig, WorldModel, register_model
 from physworld.models.probe import StateProbe
 
 Encoder = Literal["auto", "cnn", "mlp"]
+Decoder = Literal["broadcast", "cnn"]
 MIN_LOG_SIGMA = (
     -7.0
 )  # floor of the MDN's log-std: an exactly predictable dimension cannot reach -inf
@@ -57,6 +58,7 @@ class RNNConfig(ModelConfig):
     latent_dim: int = 32  # z: the VAE code of one observation
     encoder: Encoder = "auto"  # "cnn" (pixels) | "mlp" (state vectors); "auto" picks by the data
     encoder_width: int = 32  # CNN base channels (x2 per layer, up to x8); MLP hidden = 8x
+    decoder: Decoder = "cnn"  # pixels: "broadcast" (spatial broadcast) | "cnn" (deconvolutions)
     hidden: int = 256  # LSTM units (h and c each)
     mixtures: int = 5  # Gaussians in the MDN head
     temperature: float = 1.0  # sampling temperature: pi logits / T, sigma * sqrt(T) (Ha's tau)
@@ -82,6 +84,10 @@ class RNNConfig(ModelConfig):
         if self.encoder not in get_args(Encoder):
             raise ValueError(
                 f"unknown rnn encoder {self.encoder!r}; choose one of {', '.join(get_args(Encoder))}"
+            )
+        if self.decoder not in get_args(Decoder):
+            raise ValueError(
+                f"unknown rnn decoder {self.decoder!r}; choose one of {', '.join(get_args(Decoder))}"
             )
         if self.mixtures < 1 or self.latent_dim < 1 or self.hidden < 1:
             raise ValueError("rnn latent_dim, hidden and mixtures must all be at least 1")
@@ -141,8 +147,8 @@ class VAE(nn.Module):
             if c.obs_kind != "pixels":
                 raise ValueError(f"the cnn encoder reads pixels, but this data is {c.obs_kind!r}")
             self.encoder = blocks.CNNEncoder(c.obs_shape, 2 * c.latent_dim, c.encoder_width)
-            self.decoder = blocks.CNNDecoder(c.obs_shape, c.latent_dim, c.encoder_width)
-
+            decoder = blocks.BroadcastDecoder if c.decoder == "broadcast" else blocks.CNNDecoder
+            self.decoder = decoder(c.obs_shape, c.latent_dim, c.encoder_width)
         else:
             if c.obs_kind == "pixels":
                 raise ValueError("the mlp encoder reads state vectors; use cnn for pixels")
