@@ -77,7 +77,7 @@ def train_family(family: str, data: Path, out: Path, args: argparse.Namespace) -
     if not (out / "train_state" / "state.json").is_file() or _step(out) < args.steps:
         cfg = TrainConfig(
             data=str(data), model=family, out=str(out), steps=args.steps, batch_size=args.batch_size,
-            window=args.window, threads=args.threads, seed=0, probe_steps=args.probe_steps,
+            window=args.window, lr=args.lr, threads=args.threads, seed=0, probe_steps=args.probe_steps,
             probe_frames=args.probe_frames, progress=not args.quiet,
             rnn=RNNConfig(**{"vae_steps": 2 * args.steps // 3, **json.loads(args.rnn)}),
             diffusion=DiffusionConfig(**json.loads(args.diffusion)),
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps, every family")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--window", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, every family")
     parser.add_argument("--jepa", default=json.dumps(PIXEL_JEPA), help="JEPAConfig fields as JSON (default: the library's PIXEL_JEPA; '{}': JEPA's defaults)")
     parser.add_argument("--rnn", default="{}", help="RNNConfig fields as JSON (default: the library's; vae_steps: two thirds of --steps)")
     parser.add_argument("--diffusion", default="{}", help="DiffusionConfig fields as JSON (default: the library's)")

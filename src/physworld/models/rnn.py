@@ -1,8 +1,10 @@
 """VAE + MDN-RNN (Ha & Schmidhuber, "World Models", 2018), trained by the one training loop.
 
 - **V**: a VAE compresses one observation into ``z`` (``latent_dim``, 32 by default): a CNN for
-  pixels (the shared :class:`~physworld.models.blocks.CNNEncoder` / ``CNNDecoder``), an MLP for
-  state vectors. Loss: reconstruction (Gaussian log-likelihood with a fixed ``obs_sigma``, i.e. a
+  pixels (the shared :class:`~physworld.models.blocks.CNNEncoder`; the decoder is a spatial
+  broadcast, :class:`~physworld.models.blocks.BroadcastDecoder`: with the paper's deconvolutions
+  the VAE drew the mean image of pixel Balls after 1,000 steps, README "Three model families"),
+  an MLP for state vectors. Loss: reconstruction (Gaussian log-likelihood with a fixed ``obs_sigma``, i.e. a
   scaled sum of squares) + KL to N(0, I) with *free bits* (no pressure below ``free_bits`` nats
   per dimension, so the latent is not squeezed empty).
 - **M**: an LSTM reads ``[z_t, a_t]``; a mixture-density head on its output gives
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,8 @@ class RNNConfig(ModelConfig):
     latent_dim: int = 32  # z: the VAE code of one observation
     encoder: Encoder = "auto"  # "cnn" (pixels) | "mlp" (state vectors); "auto" picks by the data
     encoder_width: int = 32  # CNN base channels (x2 per layer, up to x8); MLP hidden = 8x
-    decoder: Decoder = "cnn"  # pixels: "broadcast" (spatial broadcast) | "cnn" (deconvolutions)
+    decoder: Decoder = "broadcast"  # pixels: "broadcast" (spatial broadcast: z tiled beside
+    # x / y coordinates) | "cnn" (deconvolutions from a dense head, what checkpoints without this field used)
     hidden: int = 256  # LSTM units (h and c each)
     mixtures: int = 5  # Gaussians in the MDN head
     temperature: float = 1.0  # sampling temperature: pi logits / T, sigma * sqrt(T) (Ha's tau)
@@ -93,6 +96,12 @@ class RNNConfig(ModelConfig):
             raise ValueError("rnn latent_dim, hidden and mixtures must all be at least 1")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RNNConfig:
+        if "latent_dim" in values and "decoder" not in values:  # saved before the broadcast decoder
+            values = {**values, "decoder": "cnn"}
+        return super().from_dict(values)
 
     @property
     def state_size(self) -> int:
