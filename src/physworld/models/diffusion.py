@@ -72,6 +72,9 @@ class DiffusionConfig(ModelConfig):
         2  # transitions per window trained on per step (random; 0: all): neighbouring
     )
     # transitions are near duplicates, so a few per window carry most of the signal at a fraction of the cost
+    history_noise: float = 0.0  # training only: the conditioning frames get Gaussian noise of a std
+    # drawn per sample from U(0, history_noise), so the model learns to read imperfect histories (its
+    # own generated frames, in a rollout) as GameNGen does; 0: off (checkpoints without this field)
     p_mean: float = -0.4  # training noise levels: log(sigma) ~ N(p_mean, p_std^2)
     p_std: float = 1.2
     probe_fold: int = 4  # the probe reads the newest frame in cells of probe_fold x probe_fold pixels
@@ -405,6 +408,9 @@ class DiffusionWorldModel(WorldModel):
         )
         if c.residual:
             target = target - hist[:, -1]
+        if c.history_noise:
+            level = c.history_noise * torch.rand(len(hist), 1, 1, 1, 1, device=x.device)
+            hist = hist + level * torch.randn_like(hist)
         sigma = torch.exp(c.p_mean + c.p_std * torch.randn(len(target), device=x.device))
         denoised = self.denoise(
             target + sigma.view(-1, 1, 1, 1) * torch.randn_like(target), sigma, hist, actions
