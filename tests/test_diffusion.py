@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_models import MovingDots
 
-from physworld.models import load_model, model_class
+from physworld.models import blocks, load_model, model_class
 from physworld.models.diffusion import (
     DiffusionConfig,
     DiffusionWorldModel,
@@ -143,3 +143,20 @@ def test_a_short_training_run_lowers_the_loss(tmp_path: Path):
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     assert mean(last, "loss") < 0.85 * mean(first, "loss")  # EDM losses are noisy: a clear, not a halving, fall
     assert mean(last, "denoise_mse") < mean(first, "denoise_mse")
+
+
+def test_history_noise_perturbs_the_conditioning_frames_in_training_only():
+    data = MovingDots(pixels=True, image=16)
+    model = small_diffusion(data, history_noise=0.5)
+    batch = next(data.batches(4))
+    seen: list[torch.Tensor] = []
+    unet_forward = model.unet.forward
+    model.unet.forward = lambda x, c_noise, history, action: seen.append(history) or unet_forward(x, c_noise, history, action)
+    torch.manual_seed(0)
+    model.loss(batch)
+    clean = model._histories(blocks.pixels_to_float(batch["obs"]))
+    noise = (seen[0][:, None] - clean.flatten(0, 1)[None]).abs().amin(1)  # vs the nearest clean history
+    assert noise.mean() > 0.05  # trained on noisy histories ...
+    seen.clear()
+    model.surprise(batch["obs"], batch["actions"])
+    torch.testing.assert_close(seen[0], clean.flatten(0, 1))  # ... but samples from the true ones
