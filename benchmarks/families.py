@@ -7,7 +7,8 @@ For each world: collect one pixel dataset (reset seeds 0..episodes-1; Balls with
 policy, Push with the mixed expert/smooth policy, so the block moves), train every family on it
 with the same ``TrainConfig`` (steps, batch, window, learning rate, probe budget; the RNN spends
 two thirds of its steps on the VAE stage; JEPA is the library's ``PIXEL_JEPA`` recipe unless
-``--jepa`` says otherwise), then score each on the same held-out scenes (seeds from 10_000_000,
+``--jepa`` says otherwise, the RNN and diffusion models their library defaults unless ``--rnn`` /
+``--diffusion`` do), then score each on the same held-out scenes (seeds from 10_000_000,
 random actions) with the eval module's functions:
 
 - **accuracy vs horizon**: fraction of object positions within 5% of the arena of the engine's,

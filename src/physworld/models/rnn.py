@@ -4,9 +4,9 @@
   pixels (the shared :class:`~physworld.models.blocks.CNNEncoder`; the decoder is a spatial
   broadcast, :class:`~physworld.models.blocks.BroadcastDecoder`: with the paper's deconvolutions
   the VAE drew the mean image of pixel Balls after 1,000 steps, README "Three model families"),
-  an MLP for state vectors. Loss: reconstruction (Gaussian log-likelihood with a fixed ``obs_sigma``, i.e. a
-  scaled sum of squares) + KL to N(0, I) with *free bits* (no pressure below ``free_bits`` nats
-  per dimension, so the latent is not squeezed empty).
+  an MLP for state vectors. Loss: reconstruction (Gaussian log-likelihood with a fixed
+  ``obs_sigma``, i.e. a scaled sum of squares) + KL to N(0, I) with *free bits* (no pressure
+  below ``free_bits`` nats per dimension, so the latent is not squeezed empty).
 - **M**: an LSTM reads ``[z_t, a_t]``; a mixture-density head on its output gives
   ``p(z_{t+1}) = sum_k pi_k N(mu_k, sigma_k)`` over the whole latent (``mixtures`` components, each
   a diagonal Gaussian). Why one mixture over the vector rather than one per dimension (as in the
