@@ -12,7 +12,7 @@ import os
 import pkgutil
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +32,12 @@ WEIGHTS_FILE = "model.safetensors"
 
 # Fields set from the dataset, not by hand: hidden from tyro's --help.
 Data = tyro.conf.Suppress
+
+
+def check_choice(what: str, value: object, allowed: Collection[str]) -> None:
+    """Refuse a name that is not one of ``allowed``, naming the choices (every by-name option)."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
 
 
 @dataclass

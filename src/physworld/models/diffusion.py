@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from physworld.models import blocks
-from physworld.models.base import Data, ModelConfig, WorldModel, register_model
+from physworld.models.base import Data, ModelConfig, WorldModel, check_choice, register_model
 from physworld.models.probe import SpatialProbe, StateProbe
 from physworld.models.rnn import some_steps
 
@@ -86,10 +86,7 @@ class DiffusionConfig(ModelConfig):
         self.channels = tuple(self.channels)
         if self.obs_kind != "pixels":
             raise ValueError("the diffusion model generates pixels; collect with --obs pixels")
-        if self.sampler not in get_args(Sampler):
-            raise ValueError(
-                f"unknown sampler {self.sampler!r}; choose one of {', '.join(get_args(Sampler))}"
-            )
+        check_choice("sampler", self.sampler, get_args(Sampler))
         if self.history < 1 or self.sampling_steps < 1 or not self.channels:
             raise ValueError("history, sampling_steps and channels must all be at least 1")
         if self.probe_fold < 0 or (self.probe_fold and (self.obs_shape[1] % self.probe_fold or self.obs_shape[2] % self.probe_fold)):

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from physworld.models import blocks
-from physworld.models.base import Data, ModelConfig, WorldModel, register_model
+from physworld.models.base import Data, ModelConfig, WorldModel, check_choice, register_model
 from physworld.models.critics import EMATarget, SIGReg, VICReg, collapse_stats
 
 Encoder = Literal["auto", "cnn", "grid", "keypoints", "mlp", "vit"]
@@ -127,10 +127,7 @@ class JEPAConfig(ModelConfig):
             ("critic", self.critic, get_args(Critic)),
             ("recon_error", self.recon_error, get_args(ReconError)),
         ):
-            if value not in allowed:
-                raise ValueError(
-                    f"unknown JEPA {name} {value!r}; choose one of {', '.join(allowed)}"
-                )
+            check_choice(f"JEPA {name}", value, allowed)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JEPAConfig:

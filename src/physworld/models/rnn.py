@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from physworld.models import blocks
-from physworld.models.base import Data, ModelConfig, WorldModel, register_model
+from physworld.models.base import Data, ModelConfig, WorldModel, check_choice, register_model
 from physworld.models.probe import StateProbe
 
 Encoder = Literal["auto", "cnn", "mlp"]
@@ -84,14 +84,8 @@ class RNNConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.encoder not in get_args(Encoder):
-            raise ValueError(
-                f"unknown rnn encoder {self.encoder!r}; choose one of {', '.join(get_args(Encoder))}"
-            )
-        if self.decoder not in get_args(Decoder):
-            raise ValueError(
-                f"unknown rnn decoder {self.decoder!r}; choose one of {', '.join(get_args(Decoder))}"
-            )
+        check_choice("rnn encoder", self.encoder, get_args(Encoder))
+        check_choice("rnn decoder", self.decoder, get_args(Decoder))
         if self.mixtures < 1 or self.latent_dim < 1 or self.hidden < 1:
             raise ValueError("rnn latent_dim, hidden and mixtures must all be at least 1")
         if self.temperature <= 0:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physworld.models.base import WorldModel
+from physworld.models.base import WorldModel, check_choice
 from physworld.models.probe import object_positions
 
 GoalKind = Literal["state", "obs"]
@@ -484,6 +484,5 @@ PLANNERS: dict[str, type[Planner]] = {"cem": CEMPlanner, "mppi": MPPIPlanner, "g
 
 def make_planner(name: str, model: WorldModel, **kwargs: Any) -> Planner:
     """A planner by name (``cem``, ``mppi``, ``gradient``)."""
-    if name not in PLANNERS:
-        raise ValueError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
+    check_choice("planner", name, PLANNERS)
     return PLANNERS[name](model, **kwargs)
