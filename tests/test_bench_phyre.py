@@ -14,7 +14,17 @@ from gymnasium.utils.env_checker import check_env
 import physworld  # noqa: F401  (registers the worlds)
 from physworld.eval.bench import phyre
 from physworld.eval.bench.base import TrainBudget
-from physworld.worlds.phyre import GREEN, RED, TEMPLATES, MiniPhyre
+from physworld.eval.bench.readout import Readout
+from physworld.worlds.phyre import (
+    BLUE,
+    BLUE_RADIUS,
+    GREEN,
+    GREEN_RADIUS,
+    RED,
+    RED_RADIUS,
+    TEMPLATES,
+    MiniPhyre,
+)
 
 
 @pytest.mark.parametrize("obs", ["state", "pixels"])
@@ -79,6 +89,46 @@ def test_engine_ground_truth_and_oracle(monkeypatch):
         oracle = phyre.ranked_curve(np.argsort(~q.solved, kind="stable"), q.solved)
         assert phyre.auccess(oracle[None]) == 100.0
         assert phyre.auccess(phyre.chance_curve(q.solved)[None]) < 100.0
+
+
+def test_hidden_readout_learns_a_bounded_region_that_logistic_regression_cannot():
+    # a placement solves a scene only inside a region around the green ball: not a half-space
+    rng = np.random.default_rng(0)
+    x, held_out = rng.uniform(-3, 3, size=(2, 1500, 2))
+    inside = lambda v: np.linalg.norm(v - [0.5, 1.0], axis=-1) < 1.5  # noqa: E731
+    hidden = Readout(x, inside(x), phyre.READOUT_DECAY, hidden=16)
+    linear = Readout(x, inside(x), phyre.READOUT_DECAY)
+    majority = max(inside(held_out).mean(), 1 - inside(held_out).mean())  # ~80%
+    assert (hidden(held_out) == inside(held_out)).mean() > 0.95
+    assert (linear(held_out) == inside(held_out)).mean() < majority + 0.02
+    again = Readout(x, inside(x), phyre.READOUT_DECAY, hidden=16)  # seeded: the same ranking twice
+    assert np.array_equal(again.logits(held_out), hidden.logits(held_out))
+    with pytest.raises(ValueError, match="finite"):
+        Readout(np.where(x > 2.9, np.nan, x), inside(x), 1e-4, hidden=16)
+
+
+def test_imagined_outcome_reads_what_the_episode_did():
+    steps = 5
+    states = np.zeros((3, steps, 36))
+    cells = states.reshape(3, steps, 6, 6)
+    cells[:, :, RED, :2] = [0.0, 9.0]
+    cells[:, :, GREEN, :2] = [2.0, 0.5]
+    cells[:, :, BLUE, :2] = [6.0, 0.5]
+    # candidate 1: green rolls 3 units right into blue, which is pushed 0.2 on
+    cells[1, :, GREEN, 0] = np.linspace(2.0, 5.0, steps)
+    cells[1, -1, BLUE, 0] = 6.2
+    states[2, 2:] = np.nan  # candidate 2: the rollout diverged
+    out = phyre.imagined_outcome(states)
+    assert out.shape == (3, 8) and np.isfinite(out).all()
+    assert out[0, 0] == pytest.approx(4.0 - GREEN_RADIUS - BLUE_RADIUS)
+    assert out[1, 0] == pytest.approx(6.2 - 5.0 - GREEN_RADIUS - BLUE_RADIUS)  # closest at the end
+    assert out[0, 1] == pytest.approx(np.hypot(2.0, 8.5) - RED_RADIUS - GREEN_RADIUS)
+    assert out[0, 2:4].tolist() == [0.0, 0.0] and out[1, 2:4].tolist() == pytest.approx([3.0, 0.0])
+    assert out[1, 4] == pytest.approx(3.0) and out[1, 5:7].tolist() == pytest.approx([5.0 - 6.2, 0.0])
+    assert out[0, 7] == 0.0 and out[1, 7] == pytest.approx(0.2)
+    assert out[2, 0] == phyre.FAR and out[2, 4] == phyre.FAR  # a diverged rollout reads as far apart and far gone
+    features = phyre.readout_features(np.zeros((3, 3)), states)
+    assert features.shape == (3, 11)
 
 
 @pytest.fixture(scope="module")

@@ -13,22 +13,36 @@ import torch.nn.functional as F
 
 
 class Readout:
-    """Logistic regression from features ``[N, F]`` to a yes/no outcome: standardised features,
-    an L2 weight ``decay``, fitted to convergence with L-BFGS (deterministic, no learning rate)."""
+    """A yes/no classifier of features ``[N, F]``: standardised features, an L2 weight ``decay``
+    on the weights, fitted to convergence with L-BFGS (deterministic, no learning rate).
 
-    def __init__(self, features: np.ndarray, outcome: np.ndarray, decay: float) -> None:
+    ``hidden=0`` is logistic regression. ``hidden > 0`` puts one tanh layer of that width before
+    it, for outcomes that are not a half-space of the features (a placement solves a scene only
+    inside a bounded region around the green ball, say); its initial weights are seeded.
+    """
+
+    def __init__(self, features: np.ndarray, outcome: np.ndarray, decay: float, hidden: int = 0, seed: int = 0) -> None:
         x = torch.as_tensor(features, dtype=torch.float64)
         if x.ndim != 2 or len(x) != len(outcome) or not len(x):
             raise ValueError(f"a readout needs features [N, F] and N outcomes, got {tuple(x.shape)} and {len(outcome)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("readout features must be finite (clip or replace NaN/inf before fitting)")
         self.mean, self.std = x.mean(0), x.std(0).nan_to_num(0.0).clamp_min(1e-6)
         x, y = (x - self.mean) / self.std, torch.as_tensor(outcome, dtype=torch.float64)
-        self.linear = torch.nn.Linear(x.shape[1], 1, dtype=torch.float64)
-        opt = torch.optim.LBFGS(self.linear.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            widths = [x.shape[1], hidden, 1] if hidden else [x.shape[1], 1]
+            layers: list[torch.nn.Module] = [torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+            if hidden:
+                layers.insert(1, torch.nn.Tanh())
+            self.net = torch.nn.Sequential(*layers).double()
+        weights = [m.weight for m in self.net if isinstance(m, torch.nn.Linear)]
+        opt = torch.optim.LBFGS(self.net.parameters(), max_iter=500, line_search_fn="strong_wolfe")
 
         def objective() -> torch.Tensor:
             opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(self.linear(x)[:, 0], y)
-            loss = loss + decay * self.linear.weight.pow(2).sum()
+            loss = F.binary_cross_entropy_with_logits(self.net(x)[:, 0], y)
+            loss = loss + decay * sum(w.pow(2).sum() for w in weights)
             loss.backward()
             return loss
 
@@ -39,7 +53,7 @@ class Readout:
     def logits(self, features: np.ndarray) -> np.ndarray:
         """How strongly the readout expects the outcome, ``[N]`` (ranks candidates)."""
         x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
-        return self.linear(x)[:, 0].numpy()
+        return self.net(x)[:, 0].numpy()
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """The readout's yes/no answers ``[N]``."""
