@@ -403,9 +403,10 @@ class _Run:
         now = _jsonable(self.model.config)
         # a run saved before a config field existed holds that field's default: fill it in first
         saved = _jsonable(type(self.model.config).from_dict(info["model_config"]))
-        diff = sorted(
-            k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k != "probe_input"
-        )
+        moot = {"probe_input"}  # filled in by the probe step, after the run started
+        if self.model.latent_map() is None:  # only a latent map is read by the spatial probe
+            moot.add("probe_spatial")
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in moot)
         if diff:
             raise ValueError(
                 f"{self.out} holds a run of a different model (differs in: {', '.join(diff)}); "
