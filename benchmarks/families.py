@@ -16,8 +16,10 @@ random actions) with the eval module's functions:
   ``--context - 1`` steps after the reset and keep those frames as their context
   (``engine_rollout(context=...)``); each model reads its state at step 0 from its own
   ``context_frames`` of them (the table's context column: a JEPA with ``frames=1`` reads one),
-  and the constant-velocity baseline starts from the true state there. ``physworld eval`` is the
-  same scoring (``model_rollout``), with each model's own context.
+  and the constant-velocity baseline starts from the true state there. A second one reads the
+  positions and velocities off the last two frames instead (``constant_velocity_from_frames``):
+  what a model of pixels could do with straight lines. ``physworld eval`` is the same scoring
+  (``model_rollout``), with each model's own context.
 - **speed vs the engine**: ``physworld.eval.speed.measure_speed`` at ``--speed-batch``, pixel
   mode (engine step + render vs ``predict`` + ``decode``, or + the probe without a decoder);
 - **probe on true frames**: the state probe applied to the engine's own frames at each step (no
@@ -56,6 +58,7 @@ from physworld.eval.trajectory import (  # noqa: E402
     ModelRollout,
     Scenes,
     constant_velocity,
+    constant_velocity_from_frames,
     copy_last_state,
     engine_rollout,
     model_rollout,
@@ -117,6 +120,7 @@ def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dic
     return {
         "model": trajectory_metrics(rollout.states, scenes, eps),
         "constant_velocity": trajectory_metrics(constant_velocity(scenes), scenes, eps),
+        "constant_velocity_from_frames": trajectory_metrics(constant_velocity_from_frames(scenes), scenes, eps),
         "copy_last_state": trajectory_metrics(copy_last_state(scenes), scenes, eps),
         "probe_on_truth": trajectory_metrics(rollout.probe_on_truth, scenes, eps),
         "context": min(model.context_frames, args.context),
@@ -202,9 +206,10 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     )
     print(
         f"| world | family | params | train (s) | context | acc @1 | acc @10 | acc @{h} | probe on true frames @10 "
-        f"| const. velocity @10 / @{h} | copy last @10 / @{h} | model steps/s | engine steps/s | speed vs engine |"
+        f"| const. velocity @10 / @{h} | const. velocity from frames @10 | copy last @10 / @{h} | model steps/s "
+        "| engine steps/s | speed vs engine |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         acc = r["model"]["accuracy_at_step"]
         at = lambda m, k: f"{100 * m['accuracy_at_step'][min(k, h) - 1]:.1f}%"  # noqa: E731
@@ -213,6 +218,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             f"| {r['world']} | {r['family']} | {r['params']:,} | {r['train_seconds']:.0f} | {r['context']} "
             f"| {100 * acc[0]:.1f}% | {at(r['model'], 10)} | {at(r['model'], h)} | {at(r['probe_on_truth'], 10)} "
             f"| {at(r['constant_velocity'], 10)} / {at(r['constant_velocity'], h)} "
+            f"| {at(r['constant_velocity_from_frames'], 10) if 'constant_velocity_from_frames' in r else '-'} "
             f"| {at(r['copy_last_state'], 10)} / {at(r['copy_last_state'], h)} "
             f"| {s['model_steps_per_s']:,.0f} | {s['engine_steps_per_s']:,.0f} | {s['speedup_model_over_engine']:.2f}x |"
         )

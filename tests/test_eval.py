@@ -18,6 +18,7 @@ from physworld.eval.speed import steps_per_second
 from physworld.eval.trajectory import (
     Scenes,
     constant_velocity,
+    constant_velocity_from_frames,
     copy_last_state,
     engine_oracle,
     engine_rollout,
@@ -67,6 +68,25 @@ def test_copy_last_is_worse_than_constant_velocity_on_ballistic_motion():
     assert cv["accuracy_at_step"] == [1.0] * 8 and max(cv["position_rmse"]) < 1e-5
     assert copy["accuracy_at_step"][-1] == 0.0  # 8 steps x 2/15 units > 0.5
     assert all(c >= k for c, k in zip(cv["accuracy_within_horizon"], copy["accuracy_within_horizon"], strict=True))
+
+
+def test_constant_velocity_from_frames_reads_positions_and_velocities_off_the_pixels_alone():
+    seeds = list(range(10_000_000, 10_000_004))
+    scenes = engine_rollout(BALLS, {"obs": "pixels"}, seeds, horizon=3, context=2)
+    pred = constant_velocity_from_frames(scenes)
+    assert pred.shape == scenes.states[:, 1:].shape
+    # the centroids land on the balls (well under a radius), and the velocity is the motion's
+    objects = lambda s: s.reshape(*s.shape[:-1], scenes.n_objects, 6)  # noqa: E731
+    read = objects(pred[:, 0])[..., :2] - objects(pred[:, 0])[..., 2:4] * STEP  # back to t=0
+    error = np.linalg.norm(read - objects(scenes.states[:, 0])[..., :2], axis=-1)[scenes.active]
+    assert error.max() < 0.05  # world units (the arena is 10)
+    exact = objects(constant_velocity(scenes)[:, 0])[..., 2:4]
+    assert np.linalg.norm(objects(pred[:, 0])[..., 2:4] - exact, axis=-1)[scenes.active].mean() < 0.25  # units/s; balls move at ~1-4
+    # it reads the frames only: the engine's states play no part
+    blind = replace(scenes, states=np.full_like(scenes.states, np.nan))
+    np.testing.assert_array_equal(constant_velocity_from_frames(blind), pred)
+    with pytest.raises(ValueError, match="pixel scenes with a context frame"):
+        constant_velocity_from_frames(engine_rollout(BALLS, {"obs": "state"}, seeds[:1], horizon=2, context=2))
 
 
 def test_engine_oracle_scores_exactly_100_percent():

@@ -150,6 +150,51 @@ def constant_velocity(scenes: Scenes) -> np.ndarray:
     return pred.reshape(len(scenes.seeds), scenes.horizon, -1)
 
 
+def constant_velocity_from_frames(scenes: Scenes, tolerance: float = 12.0) -> np.ndarray:
+    """Constant velocity read from the frames alone: the fair baseline for a model of pixels.
+
+    :func:`constant_velocity` is handed each object's exact velocity from the state; a model of
+    pixels has to read it off frames. Here each object's centre is the centroid of the pixels
+    that are its colour blended with the scene's background (weighted by how much of it they
+    hold; ``tolerance`` is the RGB distance allowed off that blend), in the last context frame and
+    at t=0, and its velocity is their difference. Straight lines follow, as in
+    :func:`constant_velocity`; an object not seen in both frames is a miss (NaN).
+    """
+    if scenes.context_obs is None or scenes.obs.ndim != 5:
+        raise ValueError(
+            "constant velocity from frames needs pixel scenes with a context frame before t=0 "
+            "(engine_rollout(..., context=2) or more, obs='pixels')"
+        )
+    env = scenes.make_env()
+    n, k = len(scenes.seeds), scenes.n_objects
+    blank = np.full(k * STATE_FIELDS, np.nan, np.float32)  # nothing drawn: the scene's background
+    background = []
+    for seed in scenes.seeds:
+        env.reset(seed=seed)
+        background.append(env.render_state(blank))
+    colors = np.stack(env.colors)[:, None, None, :]  # [k, 1, 1, 3]
+    xs, ys = env.renderer.xs, env.renderer.ys
+    env.close()
+    frames = np.stack([scenes.context_obs[:, -1], scenes.obs[:, 0]], 1).astype(np.float32)  # [N, 2, H, W, 3]
+    centres = np.empty((n, 2, k, 2), np.float32)
+    for i in range(n):
+        lift = frames[i][:, None] - background[i]  # [2, 1, H, W, 3]: what the objects add
+        colour = colors - background[i]  # [k, H, W, 3]
+        share = (lift * colour).sum(-1) / np.maximum((colour * colour).sum(-1), 1e-6)  # [2, k, H, W]
+        off = np.linalg.norm(lift - share[..., None] * colour, axis=-1)
+        weight = np.clip(share, 0.0, 1.0) * (off < tolerance)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mass = weight.sum((-2, -1))
+            centres[i, ..., 0] = (weight * xs[None, None, None, :]).sum((-2, -1)) / mass
+            centres[i, ..., 1] = (weight * ys[None, None, :, None]).sum((-2, -1)) / mass
+    velocity = (centres[:, 1] - centres[:, 0]) / scenes.step_seconds  # [N, k, 2]
+    t = (np.arange(1, scenes.horizon + 1, dtype=np.float32) * scenes.step_seconds)[None, :, None, None]
+    pred = np.zeros((n, scenes.horizon, k, STATE_FIELDS), np.float32)
+    pred[..., 0:2] = centres[:, 1, None] + velocity[:, None] * t
+    pred[..., 2:4] = velocity[:, None]
+    return pred.reshape(n, scenes.horizon, -1)
+
+
 def model_obs(model: WorldModel, obs: np.ndarray) -> torch.Tensor:
     """Env observations ``[..., *obs]`` -> the model's input (pixels channels first, uint8)."""
     x = torch.from_numpy(np.ascontiguousarray(obs))
