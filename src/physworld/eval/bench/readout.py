@@ -31,11 +31,9 @@ class Readout:
         x, y = (x - self.mean) / self.std, torch.as_tensor(outcome, dtype=torch.float64)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            widths = [x.shape[1], hidden, 1] if hidden else [x.shape[1], 1]
-            layers: list[torch.nn.Module] = [torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-            if hidden:
-                layers.insert(1, torch.nn.Tanh())
-            self.net = torch.nn.Sequential(*layers).double()
+            nn, width = torch.nn, x.shape[1]
+            layers = [nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(width, 1)]
+            self.net = nn.Sequential(*layers).double()
         weights = [m.weight for m in self.net if isinstance(m, torch.nn.Linear)]
         opt = torch.optim.LBFGS(self.net.parameters(), max_iter=500, line_search_fn="strong_wolfe")
 
