@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= web,dev,vq,diffusion,cma,sb3
+EXTRAS ?= web,dev,vq,diffusion,cma,sb3,causal
 
 .PHONY: demo test setup browser lint clean
 

@@ -103,3 +103,14 @@ def test_run_refuses_models_that_cannot_answer(tiny_model, copy_model):
         causal.CausalTask().run(copy_model(model, world="physworld/Balls-v0"), cfg)
     with pytest.raises(ValueError, match="probe"):
         causal.CausalTask().run(copy_model(model, unfitted_probe=True), cfg)
+
+
+def test_pc_baseline_links_only_particles_whose_velocities_depend():
+    pytest.importorskip("causallearn")  # the optional 'causal' extra (make setup installs it)
+    rng = np.random.default_rng(0)
+    velocities = rng.normal(size=(40, 50, 3, 2))  # [episodes, steps, particles, (vx, vy)]
+    velocities[:, :, 1] = velocities[:, :, 0] + 0.3 * rng.normal(size=(40, 50, 2))  # 0 and 1 move together
+    graph = causal.pc_graph(velocities)
+    assert graph.shape == (3, 3) and not graph.diagonal().any()
+    assert graph[0, 1] or graph[1, 0]  # two variables alone cannot be oriented: either way counts
+    assert not graph[:, 2].any() and not graph[2, :].any()  # particle 2 is independent of both
