@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class Readout:
@@ -31,10 +32,10 @@ class Readout:
         x, y = (x - self.mean) / self.std, torch.as_tensor(outcome, dtype=torch.float64)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            nn, width = torch.nn, x.shape[1]
+            width = x.shape[1]
             layers = [nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(width, 1)]
             self.net = nn.Sequential(*layers).double()
-        weights = [m.weight for m in self.net if isinstance(m, torch.nn.Linear)]
+        weights = [m.weight for m in self.net if isinstance(m, nn.Linear)]
         opt = torch.optim.LBFGS(self.net.parameters(), max_iter=500, line_search_fn="strong_wolfe")
 
         def objective() -> torch.Tensor:
