@@ -22,6 +22,9 @@ random actions) with the eval module's functions:
   (``model_rollout``), with each model's own context.
 - **speed vs the engine**: ``physworld.eval.speed.measure_speed`` at ``--speed-batch``, pixel
   mode (engine step + render vs ``predict`` + ``decode``, or + the probe without a decoder);
+- **accuracy by motion** (a second table): at step 10, on the objects still in free flight and on
+  those a wall, another object or the action has turned (``accuracy_by_motion``): constant
+  velocity is exact on the first and far off on the second, so this says which a model must improve;
 - **probe on true frames**: the state probe applied to the engine's own frames at each step (no
   prediction): the share of the error that is the probe's, not the dynamics';
 - **training time** (the optimizer steps' wall time, from the loop's samples/s log, so a run
@@ -57,6 +60,7 @@ from physworld.eval.speed import measure_speed  # noqa: E402
 from physworld.eval.trajectory import (  # noqa: E402
     ModelRollout,
     Scenes,
+    accuracy_by_motion,
     constant_velocity,
     constant_velocity_from_frames,
     copy_last_state,
@@ -117,11 +121,16 @@ def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dic
     Image.fromarray(strip(scenes, rollout, args.strip)).save(args.png)
     speed_scenes = replace(scenes, seeds=scenes.seeds[: args.speed_batch], actions=scenes.actions[:, : args.speed_horizon])
     speed = measure_speed(model, speed_scenes, (args.speed_batch,), warmup=1, repeats=3)
+    predictions = {
+        "model": rollout.states,
+        "constant_velocity": constant_velocity(scenes),
+        "constant_velocity_from_frames": constant_velocity_from_frames(scenes),
+        "copy_last_state": copy_last_state(scenes),
+    }
+    step = min(10, scenes.horizon)
     return {
-        "model": trajectory_metrics(rollout.states, scenes, eps),
-        "constant_velocity": trajectory_metrics(constant_velocity(scenes), scenes, eps),
-        "constant_velocity_from_frames": trajectory_metrics(constant_velocity_from_frames(scenes), scenes, eps),
-        "copy_last_state": trajectory_metrics(copy_last_state(scenes), scenes, eps),
+        **{name: trajectory_metrics(pred, scenes, eps) for name, pred in predictions.items()},
+        "by_motion": {"step": step, **{name: accuracy_by_motion(pred, scenes, eps, step) for name, pred in predictions.items()}},
         "probe_on_truth": trajectory_metrics(rollout.probe_on_truth, scenes, eps),
         "context": min(model.context_frames, args.context),
         "speed_pixels": speed["pixels"]["rows"][0],
@@ -222,6 +231,22 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             f"| {at(r['copy_last_state'], 10)} / {at(r['copy_last_state'], h)} "
             f"| {s['model_steps_per_s']:,.0f} | {s['engine_steps_per_s']:,.0f} | {s['speedup_model_over_engine']:.2f}x |"
         )
+    split = [r for r in rows if "by_motion" in r]
+    if split:
+        print(
+            f"\nAccuracy at step {split[0]['by_motion']['step']} by what the engine's objects did up to it: still in free flight "
+            "(on their t=0 straight line within 1% of the arena) / turned (by a wall, another object "
+            "or the action).\n"
+        )
+        print("| world | family | objects in free flight | model free / turned | const. velocity free / turned | const. velocity from frames free / turned |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        pair = lambda m: f"{100 * m['free']:.1f}% / {100 * m['turned']:.1f}%"  # noqa: E731
+        for r in split:
+            m = r["by_motion"]
+            print(
+                f"| {r['world']} | {r['family']} | {100 * m['model']['free_share']:.1f}% | {pair(m['model'])} "
+                f"| {pair(m['constant_velocity'])} | {pair(m['constant_velocity_from_frames'])} |"
+            )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ from physworld.eval import EvalConfig, evaluate, run_eval
 from physworld.eval.speed import steps_per_second
 from physworld.eval.trajectory import (
     Scenes,
+    accuracy_by_motion,
     constant_velocity,
     constant_velocity_from_frames,
     copy_last_state,
     engine_oracle,
     engine_rollout,
+    in_free_flight,
+    model_rollout,
     score_all,
     trajectory_metrics,
 )
@@ -68,6 +71,21 @@ def test_copy_last_is_worse_than_constant_velocity_on_ballistic_motion():
     assert cv["accuracy_at_step"] == [1.0] * 8 and max(cv["position_rmse"]) < 1e-5
     assert copy["accuracy_at_step"][-1] == 0.0  # 8 steps x 2/15 units > 0.5
     assert all(c >= k for c, k in zip(cv["accuracy_within_horizon"], copy["accuracy_within_horizon"], strict=True))
+
+
+def test_accuracy_by_motion_splits_free_flight_from_turned_objects():
+    scenes = line_scenes(horizon=6)
+    states = np.concatenate([scenes.states[..., :6]] * 2, -1)  # ball 1 the same as ball 0 ...
+    t = np.arange(1, 5, dtype=np.float32) * STEP
+    states[0, 3:, 6] = states[0, 2, 6] - 2.0 * t  # ... until it bounces back after step 2
+    states[0, 3:, 8] = -2.0
+    scenes = replace(scenes, obs=states, states=states, active=np.array([[True, True]]))
+    free = in_free_flight(scenes, tolerance=0.1)
+    assert free[0, :, 0].all() and free[0, :2, 1].all() and not free[0, 2:, 1].any()
+    # straight lines are exact in free flight and off after the bounce (2 x 4 steps x 2/15 > 0.5)
+    assert accuracy_by_motion(constant_velocity(scenes), scenes, 0.5, step=6) == {"free": 1.0, "turned": 0.0, "free_share": 0.5}
+    assert accuracy_by_motion(scenes.states[:, 1:], scenes, 0.5, step=6) == {"free": 1.0, "turned": 1.0, "free_share": 0.5}
+    assert accuracy_by_motion(constant_velocity(scenes), scenes, 0.5, step=2)["free_share"] == 1.0
 
 
 def test_constant_velocity_from_frames_reads_positions_and_velocities_off_the_pixels_alone():
@@ -259,6 +277,28 @@ class FiniteDifference(Ballistic):
         if obs.shape[1] > 1:
             z[..., 2:4] = (obs[:, -1] - obs[:, -2]).float().unflatten(-1, (-1, 6))[..., :2] / STEP
         return z.flatten(-2)
+
+
+class Jittery(Ballistic):
+    """Straight lines plus noise: a model that samples its predictions."""
+
+    def predict(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        lines = super().predict(z, actions)
+        return lines + 0.3 * torch.randn_like(lines)
+
+
+def test_a_sampling_model_scores_the_same_on_every_run():
+    scenes = engine_rollout(BALLS, {"obs": "state"}, list(range(10_000_000, 10_000_004)), horizon=5)
+    model = Jittery(ballistic().config)
+    torch.manual_seed(7)
+    untouched = torch.rand(3)
+    torch.manual_seed(7)
+    first = model_rollout(model, scenes, batch_size=2).states
+    torch.testing.assert_close(torch.rand(3), untouched)  # the rollout drew from its own seed
+    torch.manual_seed(8)
+    np.testing.assert_array_equal(model_rollout(model, scenes, batch_size=2).states, first)
+    other = model_rollout(model, scenes, batch_size=2, seed=1).states
+    assert not np.allclose(other, first) and np.abs(first - constant_velocity(scenes)).max() > 0.1
 
 
 def test_scenes_keep_their_context_and_a_model_reads_its_state_from_it():
