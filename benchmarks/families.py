@@ -25,6 +25,9 @@ random actions) with the eval module's functions:
 - **accuracy by motion** (a second table): at step 10, on the objects still in free flight and on
   those a wall, another object or the action has turned (``accuracy_by_motion``): constant
   velocity is exact on the first and far off on the second, so this says which a model must improve;
+- **one-step error** (same table): the mean position error of ``model_one_step``, each step
+  predicted from the true frames before it, i.e. the model's per-step precision with none of its
+  own errors fed back, beside constant velocity's error at step 1;
 - **probe on true frames**: the state probe applied to the engine's own frames at each step (no
   prediction): the share of the error that is the probe's, not the dynamics';
 - **training time** (the optimizer steps' wall time, from the loop's samples/s log, so a run
@@ -65,6 +68,7 @@ from physworld.eval.trajectory import (  # noqa: E402
     constant_velocity_from_frames,
     copy_last_state,
     engine_rollout,
+    model_one_step,
     model_rollout,
     trajectory_metrics,
 )
@@ -132,6 +136,7 @@ def evaluate(model: WorldModel, scenes: Scenes, args: argparse.Namespace) -> dic
         **{name: trajectory_metrics(pred, scenes, eps) for name, pred in predictions.items()},
         "by_motion": {"step": step, **{name: accuracy_by_motion(pred, scenes, eps, step) for name, pred in predictions.items()}},
         "probe_on_truth": trajectory_metrics(rollout.probe_on_truth, scenes, eps),
+        "one_step_from_truth": trajectory_metrics(model_one_step(model, scenes, batch_size=64), scenes, eps),
         "context": min(model.context_frames, args.context),
         "speed_pixels": speed["pixels"]["rows"][0],
         "speed_state": speed["state"]["rows"][-1],
@@ -238,14 +243,25 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             "(on their t=0 straight line within 1% of the arena) / turned (by a wall, another object "
             "or the action).\n"
         )
-        print("| world | family | objects in free flight | model free / turned | const. velocity free / turned | const. velocity from frames free / turned |")
-        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        print(
+            "Per-step precision: the model's mean position error one step ahead of the true frames "
+            "(teacher forcing, averaged over the horizon), against constant velocity's at step 1, "
+            "from the state and from the frames (world units).\n"
+        )
+        print(
+            "| world | family | objects in free flight | model free / turned | const. velocity free / turned "
+            "| const. velocity from frames free / turned | one-step error: model / const. velocity / from frames |"
+        )
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
         pair = lambda m: f"{100 * m['free']:.1f}% / {100 * m['turned']:.1f}%"  # noqa: E731
+        first = lambda r, name: r[name]["mean_position_error"][0]  # noqa: E731
         for r in split:
             m = r["by_motion"]
+            one = np.mean(r["one_step_from_truth"]["mean_position_error"]) if "one_step_from_truth" in r else float("nan")
             print(
                 f"| {r['world']} | {r['family']} | {100 * m['model']['free_share']:.1f}% | {pair(m['model'])} "
-                f"| {pair(m['constant_velocity'])} | {pair(m['constant_velocity_from_frames'])} |"
+                f"| {pair(m['constant_velocity'])} | {pair(m['constant_velocity_from_frames'])} "
+                f"| {one:.3f} / {first(r, 'constant_velocity'):.3f} / {first(r, 'constant_velocity_from_frames'):.3f} |"
             )
 
 

@@ -24,6 +24,7 @@ from physworld.eval.trajectory import (
     engine_oracle,
     engine_rollout,
     in_free_flight,
+    model_one_step,
     model_rollout,
     score_all,
     trajectory_metrics,
@@ -148,6 +149,11 @@ def test_a_model_is_scored_through_encode_predict_read_state():
     np.testing.assert_allclose(rollout.states, constant_velocity(scenes), atol=1e-4)
     assert scores["model"]["accuracy_at_step"] == scores["constant_velocity"]["accuracy_at_step"]
     assert scores["model_probe_on_truth"]["accuracy_at_step"] == [1.0] * 10  # identity probe
+    # one step ahead of every true state: straight lines from each, so exact while nothing turns
+    one = model_one_step(ballistic(), scenes, batch_size=7)
+    objects = lambda s: s.reshape(*s.shape[:-1], scenes.n_objects, 6)  # noqa: E731
+    before = objects(scenes.states[:, :-1])
+    np.testing.assert_allclose(objects(one)[..., :2], before[..., :2] + before[..., 2:4] * STEP, atol=1e-4)
 
 
 def test_steps_per_second_is_positive():

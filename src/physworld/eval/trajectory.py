@@ -9,6 +9,8 @@ positions: a (object, step) pair is *accurate* when the predicted position lies 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,8 +232,7 @@ def model_rollout(
     n, h = len(scenes.seeds), scenes.horizon
     z = read_latents(model, scenes, batch_size)  # [N, H+1, ...]
     actions = torch.from_numpy(scenes.actions).to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         z_pred = torch.cat(
             [model.predict(z[lo : lo + batch_size, 0], actions[lo : lo + batch_size]) for lo in range(0, n, batch_size)]
         )
@@ -241,6 +242,31 @@ def model_rollout(
         decoded = model.decode(z_pred[:decode].flatten(0, 1))
         frames = to_frames(decoded).reshape(min(decode, n), h, *frames_shape(model))
     return ModelRollout(read(z_pred), read(z[:, 1:]), frames)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Draw from ``seed`` inside, and leave the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def model_one_step(model: WorldModel, scenes: Scenes, batch_size: int = 256, seed: int = 0) -> np.ndarray:
+    """Diagnostic: every step ``[N, H, S]`` predicted one step ahead from the model's state of the
+    *true* frames before it (teacher forcing), read through the probe.
+
+    Its error is the model's per-step precision with none of its own errors fed back; the gap to
+    the open-loop rollout's error is what feeding them back adds."""
+    model.eval()
+    device = next(model.parameters()).device
+    n, h = len(scenes.seeds), scenes.horizon
+    z = read_latents(model, scenes, batch_size)[:, :-1].flatten(0, 1)  # the state before each step
+    actions = torch.from_numpy(scenes.actions).to(device).flatten(0, 1)[:, None]
+    with seeded(seed, device):
+        nxt = torch.cat([model.predict(z[lo : lo + batch_size], actions[lo : lo + batch_size])[:, 0] for lo in range(0, len(z), batch_size)])
+    return read_states(model, nxt, batch_size).reshape(n, h, -1)
 
 
 @torch.no_grad()
