@@ -529,11 +529,12 @@ def test_slot_decoder_blends_one_shared_drawing_per_slot_by_its_mask():
     torch.manual_seed(0)
     decoder = blocks.SlotDecoder((3, 16, 16), dim=6, width=8, slots=3, fold=2)
     z = torch.randn(5, 6)
-    layers = decoder.draw(z.reshape(15, 2)).unflatten(0, (5, 3))  # each slot drawn alone: [5, 3, 4, 16, 16]
+    codes = torch.cat([z.reshape(5, 3, 2), torch.eye(3).expand(5, -1, -1)], -1)  # each slot's part + its index
+    layers = decoder.draw(codes.flatten(0, 1)).unflatten(0, (5, 3))  # each slot drawn alone: [5, 3, 4, 16, 16]
     expected = (layers[:, :, 3:].softmax(1) * layers[:, :, :3]).sum(1)
     torch.testing.assert_close(decoder(z), expected)
-    # the slots are interchangeable: the same drawing for every slot, so swapping two swaps nothing
-    torch.testing.assert_close(decoder(z[:, [2, 3, 0, 1, 4, 5]]), decoder(z))
+    # one drawing for every slot, told apart by the index: swapping two slots' codes changes the image
+    assert not torch.allclose(decoder(z[:, [2, 3, 0, 1, 4, 5]]), decoder(z))
     with pytest.raises(ValueError, match="latent_dim 6 into 4 equal slots"):
         blocks.SlotDecoder((3, 16, 16), dim=6, slots=4)
 

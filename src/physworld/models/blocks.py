@@ -270,12 +270,16 @@ class BroadcastDecoder(nn.Module):
 
 class SlotDecoder(nn.Module):
     """Latent -> image as ``slots`` layers: ``z`` is cut into ``slots`` equal parts, each drawn
-    by one shared :class:`BroadcastDecoder` as colour plus a mask logit, and the layers are
-    blended by a softmax over the masks (the compositional decoders of MONet / IODINE).
+    (beside its slot's one-hot index) by one shared :class:`BroadcastDecoder` as colour plus a
+    mask logit, and the layers are blended by a softmax over the masks (the compositional
+    decoders of MONet / IODINE).
 
     Why: with one decoder for the whole scene, a VAE trained briefly on three small balls drew
     one of them and dropped the others (README, "Three model families"). Sharing the drawing
-    across slots means that once one ball is drawn, drawing another is the same skill.
+    across slots means that once one ball is drawn, drawing another is the same skill. The index
+    tells the slots apart, so each keeps to one object: with interchangeable slots an object's
+    code moved from slot to slot between frames, which a state probe or a predictor of ``z``
+    cannot follow.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32, slots: int = 4, fold: int = 4):
@@ -283,10 +287,12 @@ class SlotDecoder(nn.Module):
         if slots < 1 or dim % slots:
             raise ValueError(f"the slot decoder cuts latent_dim {dim} into {slots} equal slots: it must divide")
         self.slots = slots
-        self.draw = BroadcastDecoder((obs_shape[0] + 1, *obs_shape[1:]), dim // slots, width, fold)
+        self.draw = BroadcastDecoder((obs_shape[0] + 1, *obs_shape[1:]), dim // slots + slots, width, fold)
+        self.register_buffer("index", torch.eye(slots), persistent=False)
 
     def forward(self, z: Tensor) -> Tensor:
-        layers = self.draw(z.reshape(len(z) * self.slots, -1)).unflatten(0, (len(z), self.slots))
+        codes = torch.cat([z.unflatten(-1, (self.slots, -1)), self.index.to(z.dtype).expand(len(z), -1, -1)], -1)
+        layers = self.draw(codes.flatten(0, 1)).unflatten(0, (len(z), self.slots))
         colour, mask = layers[:, :, :-1], layers[:, :, -1:].softmax(1)  # [B, S, C, H, W], [B, S, 1, H, W]
         return (mask * colour).sum(1)
 
