@@ -525,20 +525,6 @@ def test_spatial_probe_reads_grid_latents_where_the_mlp_memorises(tmp_path: Path
     torch.testing.assert_close(loaded.read_state(loaded.encode(obs)), model.read_state(model.encode(obs)))
 
 
-def test_slot_decoder_blends_one_shared_drawing_per_slot_by_its_mask():
-    torch.manual_seed(0)
-    decoder = blocks.SlotDecoder((3, 16, 16), dim=6, width=8, slots=3, fold=2)
-    z = torch.randn(5, 6)
-    codes = torch.cat([z.reshape(5, 3, 2), torch.eye(3).expand(5, -1, -1)], -1)  # each slot's part + its index
-    layers = decoder.draw(codes.flatten(0, 1)).unflatten(0, (5, 3))  # each slot drawn alone: [5, 3, 4, 16, 16]
-    expected = (layers[:, :, 3:].softmax(1) * layers[:, :, :3]).sum(1)
-    torch.testing.assert_close(decoder(z), expected)
-    # one drawing for every slot, told apart by the index: swapping two slots' codes changes the image
-    assert not torch.allclose(decoder(z[:, [2, 3, 0, 1, 4, 5]]), decoder(z))
-    with pytest.raises(ValueError, match="latent_dim 6 into 4 equal slots"):
-        blocks.SlotDecoder((3, 16, 16), dim=6, slots=4)
-
-
 def test_broadcast_decoder_draws_an_object_where_its_coordinates_say():
     """Given only (x, y), the broadcast decoder learns to draw a dot there, at places it never
     drew it, in a budget where the deconvolution decoder still draws about the mean image."""

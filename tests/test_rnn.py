@@ -102,7 +102,7 @@ def test_memory_is_part_of_the_state_and_the_probe_reads_z_only():
         torch.testing.assert_close(model.read_state(noisy_memory), model.read_state(warm))
 
 
-@pytest.mark.parametrize("decoder", ["cnn", "broadcast", "slots"])
+@pytest.mark.parametrize("decoder", ["cnn", "broadcast"])
 def test_save_load_round_trip(tmp_path: Path, decoder: str):
     data = MovingDots(pixels=True, image=16)
     model = small_rnn(data, temperature=1.3, decoder=decoder).eval()

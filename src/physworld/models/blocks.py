@@ -268,35 +268,6 @@ class BroadcastDecoder(nn.Module):
         return F.pixel_shuffle(self.net(torch.cat([tiled, coords], 1)), self.fold)
 
 
-class SlotDecoder(nn.Module):
-    """Latent -> image as ``slots`` layers: ``z`` is cut into ``slots`` equal parts, each drawn
-    (beside its slot's one-hot index) by one shared :class:`BroadcastDecoder` as colour plus a
-    mask logit, and the layers are blended by a softmax over the masks (the compositional
-    decoders of MONet / IODINE).
-
-    Why: with one decoder for the whole scene, a VAE trained briefly on three small balls drew
-    one of them and dropped the others (README, "Three model families"). Sharing the drawing
-    across slots means that once one ball is drawn, drawing another is the same skill. The index
-    tells the slots apart, so each keeps to one object: with interchangeable slots an object's
-    code moved from slot to slot between frames, which a state probe or a predictor of ``z``
-    cannot follow.
-    """
-
-    def __init__(self, obs_shape: tuple[int, ...], dim: int, width: int = 32, slots: int = 4, fold: int = 4):
-        super().__init__()
-        if slots < 1 or dim % slots:
-            raise ValueError(f"the slot decoder cuts latent_dim {dim} into {slots} equal slots: it must divide")
-        self.slots = slots
-        self.draw = BroadcastDecoder((obs_shape[0] + 1, *obs_shape[1:]), dim // slots + slots, width, fold)
-        self.register_buffer("index", torch.eye(slots), persistent=False)
-
-    def forward(self, z: Tensor) -> Tensor:
-        codes = torch.cat([z.unflatten(-1, (self.slots, -1)), self.index.to(z.dtype).expand(len(z), -1, -1)], -1)
-        layers = self.draw(codes.flatten(0, 1)).unflatten(0, (len(z), self.slots))
-        colour, mask = layers[:, :, :-1], layers[:, :, -1:].softmax(1)  # [B, S, C, H, W], [B, S, 1, H, W]
-        return (mask * colour).sum(1)
-
-
 def float_to_pixels(x: Tensor) -> Tensor:
     """The inverse of :func:`pixels_to_float`: [-1, 1] floats -> uint8."""
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -557,7 +528,6 @@ __all__ = [
     "Attention",
     "Block",
     "CNNDecoder",
-    "SlotDecoder",
     "CNNEncoder",
     "GRUPredictor",
     "KeypointEncoder",

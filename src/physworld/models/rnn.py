@@ -46,7 +46,7 @@ from physworld.models.base import Data, ModelConfig, WorldModel, check_choice, r
 from physworld.models.probe import StateProbe
 
 Encoder = Literal["auto", "cnn", "mlp"]
-Decoder = Literal["broadcast", "cnn", "slots"]
+Decoder = Literal["broadcast", "cnn"]
 MIN_LOG_SIGMA = (
     -7.0
 )  # floor of the MDN's log-std: an exactly predictable dimension cannot reach -inf
@@ -62,7 +62,6 @@ class RNNConfig(ModelConfig):
     encoder_width: int = 32  # CNN base channels (x2 per layer, up to x8); MLP hidden = 8x
     decoder: Decoder = "broadcast"  # pixels: "broadcast" (spatial broadcast: z tiled beside
     # x / y coordinates) | "cnn" (deconvolutions from a dense head, what checkpoints without this field used)
-    slots: int = 4  # slots decoder: latent_dim is cut into this many layers, each drawn by one shared decoder
     hidden: int = 256  # LSTM units (h and c each)
     mixtures: int = 5  # Gaussians in the MDN head
     temperature: float = 1.0  # sampling temperature: pi logits / T, sigma * sqrt(T) (Ha's tau)
@@ -151,11 +150,8 @@ class VAE(nn.Module):
             if c.obs_kind != "pixels":
                 raise ValueError(f"the cnn encoder reads pixels, but this data is {c.obs_kind!r}")
             self.encoder = blocks.CNNEncoder(c.obs_shape, 2 * c.latent_dim, c.encoder_width)
-            if c.decoder == "slots":
-                self.decoder = blocks.SlotDecoder(c.obs_shape, c.latent_dim, c.encoder_width, c.slots)
-            else:
-                decoder = blocks.BroadcastDecoder if c.decoder == "broadcast" else blocks.CNNDecoder
-                self.decoder = decoder(c.obs_shape, c.latent_dim, c.encoder_width)
+            decoder = blocks.BroadcastDecoder if c.decoder == "broadcast" else blocks.CNNDecoder
+            self.decoder = decoder(c.obs_shape, c.latent_dim, c.encoder_width)
         else:
             if c.obs_kind == "pixels":
                 raise ValueError("the mlp encoder reads state vectors; use cnn for pixels")
