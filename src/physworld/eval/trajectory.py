@@ -9,8 +9,6 @@ positions: a (object, step) pair is *accurate* when the predicted position lies 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,10 +230,7 @@ def model_rollout(
     n, h = len(scenes.seeds), scenes.horizon
     z = read_latents(model, scenes, batch_size)  # [N, H+1, ...]
     actions = torch.from_numpy(scenes.actions).to(device)
-    with seeded(seed, device):
-        z_pred = torch.cat(
-            [model.predict(z[lo : lo + batch_size, 0], actions[lo : lo + batch_size]) for lo in range(0, n, batch_size)]
-        )
+    z_pred = predict_seeded(model, z[:, 0], actions, batch_size, seed)
     read = lambda latents: read_states(model, latents.flatten(0, 1), batch_size).reshape(n, h, -1)  # noqa: E731
     frames = None
     if decode and model.config.obs_kind == "pixels" and has_decoder(model, scenes):
@@ -244,12 +239,12 @@ def model_rollout(
     return ModelRollout(read(z_pred), read(z[:, 1:]), frames)
 
 
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Draw from ``seed`` inside, and leave the caller's random state as it was."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+def predict_seeded(model: WorldModel, z: torch.Tensor, actions: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
+    """``model.predict`` over ``z [M, ...]`` and ``actions [M, H, A]``, a chunk at a time (bounded
+    memory), drawing its noise from ``seed`` and leaving the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        yield
+        return torch.cat([model.predict(z[lo : lo + batch_size], actions[lo : lo + batch_size]) for lo in range(0, len(z), batch_size)])
 
 
 @torch.no_grad()
@@ -264,9 +259,7 @@ def model_one_step(model: WorldModel, scenes: Scenes, batch_size: int = 256, see
     n, h = len(scenes.seeds), scenes.horizon
     z = read_latents(model, scenes, batch_size)[:, :-1].flatten(0, 1)  # the state before each step
     actions = torch.from_numpy(scenes.actions).to(device).flatten(0, 1)[:, None]
-    with seeded(seed, device):
-        nxt = torch.cat([model.predict(z[lo : lo + batch_size], actions[lo : lo + batch_size])[:, 0] for lo in range(0, len(z), batch_size)])
-    return read_states(model, nxt, batch_size).reshape(n, h, -1)
+    return read_states(model, predict_seeded(model, z, actions, batch_size, seed)[:, 0], batch_size).reshape(n, h, -1)
 
 
 @torch.no_grad()
